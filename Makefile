@@ -1,0 +1,89 @@
+# donatello: PGXS build, plus the demo and test entry points.
+#
+#   make demo        install what is missing, build, install, start ./tmp cluster, run the demo
+#   make demo-stop   stop the demo/test cluster
+#   make test        same setup, then every test suite, with a summary line
+#   make bench       run the benchmarks in bench/ against the throwaway cluster
+#   make deps        only install the missing Debian and npm packages
+#
+# The PGXS part needs pg_config, which `make deps` installs; the entry points above
+# run `make deps` first and then call make again, so they work on a machine where
+# PostgreSQL is not installed yet.
+
+EXTENSION  = donatello
+EXTVERSION := $(shell sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" donatello.control)
+PG_CONFIG  ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+
+MODULE_big = donatello
+OBJS = \
+	src/donatello.o \
+	src/common/shmem.o \
+	src/common/extension.o \
+	src/tenancy/claims.o \
+	src/tenancy/csv.o \
+	src/rbac/rbac_compile.o \
+	src/rbac/rbac_cache.o \
+	src/rbac/rbac_check.o \
+	src/rbac/rbac_invalidate.o
+
+# The install script is assembled from one part per concern, in file-name order.
+EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
+EXTENSION_SQL = sql/donatello--$(EXTVERSION).sql
+DATA_built     = $(EXTENSION_SQL)
+
+# The server headers are included as system headers: -Wextra then judges our code only.
+PG_CPPFLAGS = -I$(CURDIR)/src -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null) \
+	-DDONATELLO_VERSION='"$(EXTVERSION)"'
+# -Werror is on for `make demo`, `make test` and CI (WERROR=1); off for a plain `make`
+# so that a newer compiler's new warning does not stop a DBA's build.
+PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
+SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
+
+# pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
+REGRESS      = install tenancy import_users rbac rbac_cache tenant_isolation
+CONTRIB_TESTDB = donatello_regress
+REGRESS_OPTS   = --inputdir=. --load-extension=donatello
+
+# Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out
+ISOLATION      = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=donatello
+ISOLATION_TESTDB = donatello_isolation
+
+ENTRY_POINTS = deps demo demo-stop test bench
+
+.PHONY: $(ENTRY_POINTS)
+
+HAVE_PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(HAVE_PGXS),)
+PGXS := $(HAVE_PGXS)
+include $(PGXS)
+
+all: $(EXTENSION_SQL)
+else
+all install installcheck:
+	@echo "pg_config not found: run 'make deps' (or 'make demo' / 'make test') first" >&2; exit 1
+endif
+
+$(EXTENSION_SQL): $(EXTENSION_SQL_PARTS) donatello.control
+	cat $(EXTENSION_SQL_PARTS) > $@
+
+deps:
+	.ci/bootstrap
+
+demo: deps
+	$(MAKE) install WERROR=1
+	test/bin/cluster start
+	test/demo/run
+
+demo-stop:
+	test/bin/cluster stop
+
+test: deps
+	$(MAKE) install WERROR=1
+	test/bin/cluster start
+	test/bin/run-suites
+
+bench: deps
+	$(MAKE) install
+	test/bin/cluster start
+	bench/run

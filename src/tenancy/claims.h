@@ -1,0 +1,13 @@
+/*
+ * claims.h
+ *	  The current principal, read from request.jwt.claims.
+ */
+#ifndef DONATELLO_CLAIMS_H
+#define DONATELLO_CLAIMS_H
+
+#include "utils/uuid.h"
+
+extern bool donatello_claims_user_id(pg_uuid_t *out);
+extern bool donatello_claims_org_id(pg_uuid_t *out);
+
+#endif							/* DONATELLO_CLAIMS_H */
