@@ -24,7 +24,9 @@ OBJS = \
 	src/rbac/rbac_compile.o \
 	src/rbac/rbac_cache.o \
 	src/rbac/rbac_check.o \
-	src/rbac/rbac_invalidate.o
+	src/rbac/rbac_invalidate.o \
+	bgworker/worker.o \
+	bgworker/maintenance.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -32,7 +34,7 @@ EXTENSION_SQL = sql/donatello--$(EXTVERSION).sql
 DATA_built     = $(EXTENSION_SQL)
 
 # The server headers are included as system headers: -Wextra then judges our code only.
-PG_CPPFLAGS = -I$(CURDIR)/src -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null) \
+PG_CPPFLAGS = -I$(CURDIR)/src -I$(CURDIR) -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null) \
 	-DDONATELLO_VERSION='"$(EXTVERSION)"'
 # -Werror is on for `make demo`, `make test` and CI (WERROR=1); off for a plain `make`
 # so that a newer compiler's new warning does not stop a DBA's build.

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "donatello.h"
+#include "bgworker/worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -48,8 +49,12 @@ _PG_init(void)
 		return;
 
 	define_core_settings();
+	worker_shmem_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+
+	/* after every part: registers the worker only if a part added a task */
+	maintenance_init();
 
 	MarkGUCPrefixReserved("donatello");
 
