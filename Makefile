@@ -27,6 +27,17 @@ OBJS = \
 	src/rbac/rbac_invalidate.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
+# outbound dispatcher (issue 6)
+OBJS += \
+	bgworker/dispatcher/dispatcher_main.o \
+	bgworker/dispatcher/dispatcher_queue.o \
+	bgworker/dispatcher/dispatcher_curl.o \
+	bgworker/dispatcher/dispatcher_ssrf.o \
+	bgworker/dispatcher/dispatcher_sign.o \
+	bgworker/dispatcher/dispatcher_retry.o \
+	src/dispatch/dispatch_common.o \
+	src/dispatch/webhooks.o \
+	src/dispatch/http_enqueue.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))

@@ -52,6 +52,7 @@ _PG_init(void)
 	worker_shmem_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+	dispatcher_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();

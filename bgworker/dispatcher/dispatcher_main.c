@@ -1,0 +1,310 @@
+/*
+ * dispatcher_main.c
+ *	  The outbound dispatcher worker: its settings, its registration and its
+ *	  main loop.
+ *
+ * The loop, each turn:
+ *	  1. record the attempts that finished (one transaction per batch);
+ *	  2. run pending completion hooks (one transaction each);
+ *	  3. claim due outbox rows up to donatello.dispatcher_max_in_flight and
+ *		 start their transfers (the claim commits before anything is sent);
+ *	  4. wait on the latch, curl's sockets and curl's timer, at most until the
+ *		 next scheduled retry is due.
+ * Backends that queue work wake the worker at commit
+ * (donatello_worker_wake_at_commit(WORKER_DISPATCHER)); nothing polls.
+ *
+ * A unit that fails (a broken row, a secret that cannot be opened) is logged
+ * and rolled back; the worker waits a second before the next turn so that a
+ * persistent error cannot spin.
+ */
+#include "postgres.h"
+
+#include <sodium.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "donatello.h"
+#include "bgworker/worker.h"
+#include "bgworker/dispatcher/dispatcher.h"
+
+/* settings (docs/settings.md, "Outbound dispatcher") */
+int			dispatcher_max_in_flight = 256;
+int			dispatcher_max_host_connections = 32;
+int			dispatcher_connect_timeout_ms = 5000;
+int			dispatcher_timeout_ms = 30000;
+int			dispatcher_max_response_size = 1024 * 1024;
+int			dispatcher_response_excerpt_size = 1024;
+char	   *dispatcher_allowed_hosts = NULL;
+char	   *webhook_retry_schedule = NULL;
+int			webhook_retry_jitter = 10;
+int			webhook_disable_after_s = 5 * 24 * 3600;
+int			webhook_secret_overlap_s = 24 * 3600;
+static bool dispatcher_enabled = true;
+
+/* pause after a failed unit, so that a persistent error does not spin */
+#define FAILED_UNIT_PAUSE_MS 1000
+
+PGDLLEXPORT void donatello_dispatcher_main(Datum arg);
+
+PG_FUNCTION_INFO_V1(donatello_dispatcher_wake_at_commit);
+
+/* Define the dispatcher's settings and register its worker (from _PG_init). */
+void
+dispatcher_init(void)
+{
+	DefineCustomBoolVariable("donatello.dispatcher_enabled",
+							 "Starts the outbound dispatcher background worker.",
+							 "Off: webhooks and queued HTTP requests wait in donatello.outbox.",
+							 &dispatcher_enabled, true, PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_max_in_flight",
+							"Most outbound requests the dispatcher has in flight at once.",
+							NULL, &dispatcher_max_in_flight, 256, 1, 10000, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_max_host_connections",
+							"Most connections the dispatcher opens to one host.",
+							"Requests beyond this wait for a free connection to the host.",
+							&dispatcher_max_host_connections, 32, 1, 10000, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_connect_timeout",
+							"Time allowed to connect to a receiver or provider.",
+							NULL, &dispatcher_connect_timeout_ms, 5000, 1, 300000, PGC_SIGHUP,
+							GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_timeout",
+							"Time allowed for a whole outbound request, connection included.",
+							"A queued HTTP request's policy may set its own (timeout_ms).",
+							&dispatcher_timeout_ms, 30000, 1, 3600000, PGC_SIGHUP,
+							GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_max_response_size",
+							"Most bytes of a response body kept; the rest is read and discarded.",
+							NULL, &dispatcher_max_response_size, 1024 * 1024, 0, 1024 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.dispatcher_response_excerpt_size",
+							"Most bytes of a response body kept in the attempt log.",
+							NULL, &dispatcher_response_excerpt_size, 1024, 0, 65536,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomStringVariable("donatello.allowed_hosts",
+							   "Hosts the dispatcher may reach even at loopback, private or link-local addresses.",
+							   "Comma-separated host names or IP addresses, compared with the URL's host. "
+							   "Every other host is refused at such addresses (SSRF guard).",
+							   &dispatcher_allowed_hosts, "", PGC_SIGHUP, 0,
+							   ssrf_allowed_hosts_check, ssrf_allowed_hosts_assign, NULL);
+	DefineCustomStringVariable("donatello.webhook_retry_schedule",
+							   "Delays between webhook delivery attempts.",
+							   "Comma-separated delays with units; a delivery gets one attempt more than "
+							   "there are delays.",
+							   &webhook_retry_schedule, "1min, 5min, 15min, 1h, 6h, 24h", PGC_SIGHUP, 0,
+							   retry_schedule_check, retry_schedule_assign, NULL);
+	DefineCustomIntVariable("donatello.webhook_retry_jitter",
+							"Random spread applied to each webhook retry delay, in percent.",
+							NULL, &webhook_retry_jitter, 10, 0, 100, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.webhook_disable_after",
+							"An endpoint whose every delivery failed for this long is disabled.",
+							NULL, &webhook_disable_after_s, 5 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP,
+							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("donatello.webhook_secret_overlap",
+							"How long a rotated webhook secret keeps signing beside the new one.",
+							NULL, &webhook_secret_overlap_s, 24 * 3600, 0, 30 * 24 * 3600, PGC_SUSET,
+							GUC_UNIT_S, NULL, NULL, NULL);
+
+	if (dispatcher_enabled)
+		donatello_worker_register("donatello dispatcher", "donatello_dispatcher_main", 1, (Datum) 0);
+}
+
+/* The user-agent of every outbound request. */
+const char *
+dispatcher_user_agent(void)
+{
+	static char agent[128];
+
+	if (agent[0] == '\0')
+		snprintf(agent, sizeof(agent), "donatello/%s (+webhooks; %s)", DONATELLO_VERSION, curl_version());
+	return agent;
+}
+
+/* donatello.dispatcher_wake_at_commit(): wake the dispatcher after commit. */
+Datum
+donatello_dispatcher_wake_at_commit(PG_FUNCTION_ARGS pg_attribute_unused())
+{
+	donatello_worker_wake_at_commit(WORKER_DISPATCHER);
+	PG_RETURN_VOID();
+}
+
+/* Arguments and results of the claim unit. */
+typedef struct ClaimWork
+{
+	int			max_requests;
+	MemoryContext parent;
+	List	   *claimed;
+	long		next_due_ms;
+} ClaimWork;
+
+/* Unit: put rows left in flight by an earlier run back in the queue. */
+static void
+recover_unit(void *arg pg_attribute_unused())
+{
+	dispatcher_queue_recover();
+}
+
+/* Unit: claim due rows, then learn when the next one is due. */
+static void
+claim_unit(void *arg)
+{
+	ClaimWork  *work = arg;
+
+	work->claimed = work->max_requests > 0 ? dispatcher_queue_claim(work->max_requests, work->parent) : NIL;
+	work->next_due_ms = dispatcher_queue_next_due_ms();
+}
+
+/* Unit: record a batch of finished requests. */
+static void
+record_unit(void *arg)
+{
+	dispatcher_queue_record((List *) arg);
+}
+
+/* Unit: run one pending completion hook; *arg receives how many ran. */
+static void
+hook_unit(void *arg)
+{
+	*(int *) arg = dispatcher_queue_run_hooks(1);
+}
+
+/* Free finished requests. */
+static void
+free_requests(List *requests)
+{
+	ListCell   *lc;
+
+	foreach(lc, requests)
+		MemoryContextDelete(((DispatchRequest *) lfirst(lc))->cxt);
+	list_free(requests);
+}
+
+/* true when a finished batch holds a queued HTTP request (it may have a hook) */
+static bool
+batch_has_http(List *requests)
+{
+	ListCell   *lc;
+
+	foreach(lc, requests)
+		if (((DispatchRequest *) lfirst(lc))->kind == DISPATCH_HTTP)
+			return true;
+	return false;
+}
+
+/*
+ * Worker entry point. Between turns the worker knows whether more rows may be
+ * due now (the last claim filled all the room it asked for: "backlog") and
+ * when the next scheduled one is; it claims only when woken, when a backlog
+ * may exist, or when a scheduled row has come due.
+ */
+void
+donatello_dispatcher_main(Datum arg pg_attribute_unused())
+{
+	MemoryContext requests_cxt;
+	List	   *unrecorded = NIL;
+	bool		hooks_pending = true;
+	bool		need_claim = true;
+	bool		backlog = false;
+	TimestampTz next_due_at = 0;
+
+	donatello_worker_start(WORKER_DISPATCHER);
+	if (sodium_init() < 0)
+		elog(ERROR, "could not initialize libsodium");
+	dispatch_curl_start();
+	requests_cxt = AllocSetContextCreate(TopMemoryContext, "donatello dispatcher requests",
+										 ALLOCSET_DEFAULT_SIZES);
+	while (!donatello_worker_run_unit("dispatcher: queueing again what was in flight", recover_unit, NULL))
+		donatello_worker_wait(FAILED_UNIT_PAUSE_MS, PG_WAIT_EXTENSION);
+
+	for (;;)
+	{
+		ClaimWork	work;
+		bool		failed = false;
+		long		timeout = -1;
+		int			room;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			dispatch_curl_configure();
+			need_claim = true;
+		}
+
+		/* 1. outcomes of finished attempts */
+		unrecorded = list_concat(unrecorded, dispatch_curl_take_finished());
+		if (unrecorded != NIL)
+		{
+			bool		http = batch_has_http(unrecorded);
+
+			if (donatello_worker_run_unit("dispatcher: recording responses", record_unit, unrecorded))
+			{
+				free_requests(unrecorded);
+				unrecorded = NIL;
+				hooks_pending |= http;
+				need_claim = true;	/* a delivery_failed event may have been queued */
+			}
+			else
+				failed = true;
+		}
+
+		/* 2. completion hooks, one transaction each */
+		while (hooks_pending && !failed)
+		{
+			int			hooks_run = 0;
+
+			if (!donatello_worker_run_unit("dispatcher: running a completion hook", hook_unit, &hooks_run))
+				failed = true;
+			else if (hooks_run == 0)
+				hooks_pending = false;
+		}
+
+		/* 3. new work */
+		room = dispatcher_max_in_flight - dispatch_curl_in_flight();
+		if (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+			need_claim = true;
+		if (!failed && room > 0 && (need_claim || backlog))
+		{
+			work.max_requests = room;
+			work.parent = requests_cxt;
+			work.claimed = NIL;
+			work.next_due_ms = -1;
+			if (donatello_worker_run_unit("dispatcher: claiming due requests", claim_unit, &work))
+			{
+				ListCell   *lc;
+
+				foreach(lc, work.claimed)
+					dispatch_curl_add(lfirst(lc));
+				backlog = list_length(work.claimed) == room;
+				next_due_at = work.next_due_ms < 0 ? 0 :
+					TimestampTzPlusMilliseconds(GetCurrentTimestamp(), work.next_due_ms);
+				/* due but not claimed: rows locked by another transaction; look again soon */
+				if (!backlog && work.next_due_ms == 0)
+					next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50);
+				list_free(work.claimed);
+				need_claim = false;
+			}
+			else
+				failed = true;
+		}
+
+		/* 4. wait for responses, new work, or the next scheduled retry */
+		if (failed)
+			timeout = FAILED_UNIT_PAUSE_MS;
+		else if (backlog && dispatch_curl_in_flight() < dispatcher_max_in_flight)
+			timeout = 0;
+		else if (next_due_at != 0)
+			timeout = Max(0, (long) ((next_due_at - GetCurrentTimestamp()) / 1000));
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (dispatch_curl_wait(timeout))
+			need_claim = true;
+	}
+}
