@@ -17,6 +17,7 @@
 
 #include "donatello.h"
 #include "bgworker/worker.h"
+#include "secrets/secrets.h"
 
 PG_MODULE_MAGIC;
 
@@ -50,6 +51,7 @@ _PG_init(void)
 
 	define_core_settings();
 	worker_shmem_init();
+	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
 

@@ -164,6 +164,7 @@ BEGIN
     RETURN p;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_permission(text) IS 'the permission, or DNV01 if it is not a valid permission string';
 
 -- The id of the role called role_name in the organization; DNV02 if none.
 CREATE FUNCTION donatello.role_id(org_id uuid, role_name text) RETURNS uuid
@@ -184,6 +185,7 @@ BEGIN
     RETURN result;
 END
 $$;
+COMMENT ON FUNCTION donatello.role_id(uuid, text) IS 'the id of a role of the organization by name, or DNV02';
 
 -- Copy the system role template into a new organization.
 CREATE FUNCTION donatello.seed_organization_roles(org_id uuid) RETURNS void
@@ -216,6 +218,7 @@ BEGIN
      WHERE r.org_id = seed_organization_roles.org_id AND r.system;
 END
 $$;
+COMMENT ON FUNCTION donatello.seed_organization_roles(uuid) IS 'copy the system role template into an organization (used by create_organization)';
 
 -- ---------------------------------------------------------------------------
 -- SQL API
