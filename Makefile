@@ -19,6 +19,7 @@ OBJS = \
 	src/donatello.o \
 	src/common/shmem.o \
 	src/common/extension.o \
+	src/secrets/secrets.o \
 	src/tenancy/claims.o \
 	src/tenancy/csv.o \
 	src/rbac/rbac_compile.o \
@@ -53,14 +54,12 @@ PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
-REGRESS      = install tenancy import_users rbac rbac_cache tenant_isolation
-CONTRIB_TESTDB = donatello_regress
+REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out
 ISOLATION      = $(basename $(notdir $(wildcard test/isolation/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test/isolation --load-extension=donatello
-ISOLATION_TESTDB = donatello_isolation
 
 ENTRY_POINTS = deps demo demo-stop test bench
 
@@ -70,6 +69,10 @@ HAVE_PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(HAVE_PGXS),)
 PGXS := $(HAVE_PGXS)
 include $(PGXS)
+
+# test databases (after PGXS, which sets its own defaults)
+CONTRIB_TESTDB   = donatello_regress
+ISOLATION_TESTDB = donatello_isolation
 
 all: $(EXTENSION_SQL)
 else

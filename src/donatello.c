@@ -17,6 +17,7 @@
 
 #include "donatello.h"
 #include "bgworker/worker.h"
+#include "secrets/secrets.h"
 
 PG_MODULE_MAGIC;
 
@@ -41,15 +42,24 @@ define_core_settings(void)
 							   NULL, NULL, NULL);
 }
 
-/* Library load: settings first, then shared memory and workers of each part. */
+/*
+ * Library load: settings first, then shared memory and workers of each part.
+ *
+ * Only when preloading: most settings can only be defined then (a
+ * PGC_POSTMASTER setting defined later is a FATAL error), and without shared
+ * memory the features have nothing to run on. A library loaded on demand (by
+ * CREATE EXTENSION or a function call) defines nothing; every feature that
+ * needs preloading says so through donatello_require_preload().
+ */
 void
 _PG_init(void)
 {
-	if (IsBinaryUpgrade)
+	if (IsBinaryUpgrade || !process_shared_preload_libraries_in_progress)
 		return;
 
 	define_core_settings();
 	worker_shmem_init();
+	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
 	dispatcher_init();

@@ -105,6 +105,7 @@ BEGIN
     RETURN e;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_email(text) IS 'the trimmed address, or DNV01 if it is not a valid email address';
 
 -- Raise DNV01 unless slug is 2-63 lower-case letters, digits and single hyphens.
 CREATE FUNCTION donatello.check_slug(slug text) RETURNS text
@@ -121,6 +122,7 @@ BEGIN
     RETURN slug;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_slug(text) IS 'the slug, or DNV01 if it is not 2-63 lower-case letters, digits and single hyphens';
 
 -- Raise DNV01 when a display name is empty or longer than 200 characters.
 CREATE FUNCTION donatello.check_name(what text, name text) RETURNS text
@@ -141,6 +143,7 @@ BEGIN
     RETURN btrim(name);
 END
 $$;
+COMMENT ON FUNCTION donatello.check_name(text, text) IS 'the trimmed display name, or DNV01 if empty or longer than 200 characters';
 
 -- Raise DNV02 unless the organization exists.
 CREATE FUNCTION donatello.check_organization(org_id uuid) RETURNS uuid
@@ -156,6 +159,7 @@ BEGIN
     RETURN org_id;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_organization(uuid) IS 'the id, or DNV02 if the organization does not exist';
 
 -- Raise DNV02 unless the department exists in the given organization.
 CREATE FUNCTION donatello.check_department(org_id uuid, department_id uuid) RETURNS uuid
@@ -173,6 +177,7 @@ BEGIN
     RETURN department_id;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_department(uuid, uuid) IS 'the id, or DNV02 unless the department exists in the organization';
 
 -- The organization of a user; raises DNV02 for an unknown user.
 CREATE FUNCTION donatello.user_org(user_id uuid) RETURNS uuid
@@ -191,6 +196,7 @@ BEGIN
     RETURN result;
 END
 $$;
+COMMENT ON FUNCTION donatello.user_org(uuid) IS 'the organization of a user, or DNV02 for an unknown user';
 
 -- ---------------------------------------------------------------------------
 -- SQL API
@@ -387,7 +393,8 @@ BEGIN
             END IF;
         END LOOP;
     EXCEPTION WHEN bad_copy_file_format THEN
-        errors := errors || jsonb_build_object('line', NULL, 'reason', SQLERRM);
+        errors := errors || jsonb_build_object('line', (regexp_match(SQLERRM, 'line (\d+)'))[1]::int,
+                                               'reason', SQLERRM);
     END;
 
     IF header IS NULL AND jsonb_array_length(errors) = 0 THEN

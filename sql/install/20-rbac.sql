@@ -164,6 +164,7 @@ BEGIN
     RETURN p;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_permission(text) IS 'the permission, or DNV01 if it is not a valid permission string';
 
 -- The id of the role called role_name in the organization; DNV02 if none.
 CREATE FUNCTION donatello.role_id(org_id uuid, role_name text) RETURNS uuid
@@ -178,12 +179,13 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV02',
-            MESSAGE = format('role "%s" does not exist in organization %s', role_name, org_id),
+            MESSAGE = format('role "%s" does not exist in this organization', role_name),
             HINT = 'System roles are super_admin, org_admin, dept_manager, auditor, member and viewer; others are created with donatello.create_role().';
     END IF;
     RETURN result;
 END
 $$;
+COMMENT ON FUNCTION donatello.role_id(uuid, text) IS 'the id of a role of the organization by name, or DNV02';
 
 -- Copy the system role template into a new organization.
 CREATE FUNCTION donatello.seed_organization_roles(org_id uuid) RETURNS void
@@ -216,6 +218,7 @@ BEGIN
      WHERE r.org_id = seed_organization_roles.org_id AND r.system;
 END
 $$;
+COMMENT ON FUNCTION donatello.seed_organization_roles(uuid) IS 'copy the system role template into an organization (used by create_organization)';
 
 -- ---------------------------------------------------------------------------
 -- SQL API
@@ -250,7 +253,7 @@ BEGIN
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION USING
             ERRCODE = 'unique_violation',
-            MESSAGE = format('role "%s" already exists in organization %s', name, org_id);
+            MESSAGE = format('role "%s" already exists in this organization', name);
     END;
     INSERT INTO donatello.role_permissions (org_id, role_id, permission)
     SELECT DISTINCT create_role.org_id, new_id, p FROM unnest(coalesce(permissions, '{}')) AS p;
@@ -308,7 +311,8 @@ BEGIN
     IF expires_at IS NULL OR expires_at <= now() THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV01',
-            MESSAGE = format('exception must expire in the future, not at %s', coalesce(expires_at::text, 'NULL')),
+            MESSAGE = 'an exception must expire in the future',
+            DETAIL = format('expires_at is %s.', coalesce(expires_at::text, 'NULL')),
             HINT = 'Pass a time after now(), such as now() + interval ''7 days''.';
     END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
