@@ -9,7 +9,7 @@
  * signatures, space-separated, the new key's first.
  *
  * Keys are stored sealed (secrets at rest, src/secrets/); the worker opens
- * them through donatello.secret_open in the claim transaction and keeps the
+ * them with secrets_open in the claim transaction and keeps the
  * plaintext in a process-local cache keyed by endpoint id, checked against a
  * digest of the sealed values so that a rotation is noticed at the next
  * claim. The cache is private to the dispatcher process; nothing is shared.
@@ -18,13 +18,12 @@
 
 #include <sodium.h>
 
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "bgworker/dispatcher/dispatcher.h"
+#include "secrets/secrets.h"
 
 #define SECRET_PREFIX "whsec_"
 #define KEY_CACHE_MAX 10000
@@ -91,39 +90,19 @@ webhook_signature_header(const WebhookKeys *keys, const char *msg_id, int64 time
 	return buf.data;
 }
 
-/* Open one sealed key through donatello.secret_open (SPI connected). */
+/* Open one sealed key (secrets at rest); returns its length. */
 static int
 open_sealed_key(const pg_uuid_t *endpoint_id, bytea *sealed, uint8 *out)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {UUIDOID, BYTEAOID};
-	Datum		values[2];
-	bool		isnull;
-	Datum		opened;
-	bytea	   *plain;
-	int			len;
+	size_t		len;
+	char	   *plain = secrets_open("webhook_secret", endpoint_id, sealed, &len);
 
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("SELECT donatello.secret_open('webhook_secret', $1, $2)", 2, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the webhook secret query: %s", SPI_result_code_string(SPI_result));
-	}
-	values[0] = UUIDPGetDatum(endpoint_id);
-	values[1] = PointerGetDatum(sealed);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "donatello.secret_open returned no row");
-	opened = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		elog(ERROR, "donatello.secret_open returned NULL");
-	plain = DatumGetByteaPP(opened);
-	len = VARSIZE_ANY_EXHDR(plain);
-	if (len <= 0 || len > DISPATCH_HMAC_KEY_MAX)
-		elog(ERROR, "webhook signing key of endpoint has an invalid length %d", len);
-	memcpy(out, VARDATA_ANY(plain), len);
-	memset(VARDATA_ANY(plain), 0, len);
-	SPI_freetuptable(SPI_tuptable);
-	return len;
+	if (len == 0 || len > DISPATCH_HMAC_KEY_MAX)
+		elog(ERROR, "webhook signing key has an invalid length %zu", len);
+	memcpy(out, plain, len);
+	sodium_memzero(plain, len);
+	pfree(plain);
+	return (int) len;
 }
 
 /* Digest of the sealed values, to notice a rotation. */
@@ -143,7 +122,7 @@ sealed_digest(bytea *sealed, bytea *previous_sealed, uint8 *digest)
 /*
  * Fill keys for an endpoint from its sealed secret and, during an overlap
  * period, its previous one (NULL otherwise). Uses the cache; opens the
- * secrets through SPI on a miss.
+ * secrets on a miss.
  */
 void
 webhook_keys_open(WebhookKeys *keys, const pg_uuid_t *endpoint_id, bytea *sealed, bytea *previous_sealed)

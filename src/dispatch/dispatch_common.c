@@ -1,7 +1,7 @@
 /*
  * dispatch_common.c
  *	  Helpers shared by the functions that queue outbound work: fresh ids,
- *	  sealing secrets (through donatello.secret_seal, src/secrets/), checking
+ *	  sealing secrets (src/secrets/), checking
  *	  an organization and an outbound URL, running one SPI statement.
  *
  * Callers are connected to SPI.
@@ -15,6 +15,7 @@
 #include "donatello.h"
 #include "bgworker/dispatcher/dispatcher.h"
 #include "dispatch/dispatch.h"
+#include "secrets/secrets.h"
 
 /* A random (version 4) uuid, as gen_random_uuid() makes. */
 void
@@ -45,27 +46,11 @@ dispatch_spi_exec(const char *sql, int nargs, Oid *types, Datum *values, const c
 		elog(ERROR, "SPI statement failed (%s): %s", SPI_result_code_string(rc), sql);
 }
 
-/* Seal a secret for a row with donatello.secret_seal (secrets at rest). */
+/* Seal a secret for a row (secrets at rest, src/secrets/). */
 bytea *
 dispatch_seal(const char *purpose, const pg_uuid_t *row_id, const void *data, int len)
 {
-	Oid			types[3] = {TEXTOID, UUIDOID, BYTEAOID};
-	Datum		values[3];
-	bytea	   *plain = palloc(VARHDRSZ + len);
-	bool		isnull;
-	Datum		sealed;
-
-	SET_VARSIZE(plain, VARHDRSZ + len);
-	memcpy(VARDATA(plain), data, len);
-	values[0] = CStringGetTextDatum(purpose);
-	values[1] = UUIDPGetDatum(row_id);
-	values[2] = PointerGetDatum(plain);
-	dispatch_spi_exec("SELECT donatello.secret_seal($1, $2, $3)", 3, types, values, NULL, SPI_OK_SELECT);
-	memset(VARDATA(plain), 0, len);
-	sealed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		elog(ERROR, "donatello.secret_seal returned NULL");
-	return DatumGetByteaPCopy(sealed);
+	return secrets_seal(purpose, row_id, data, len);
 }
 
 /* DNV02 unless the organization exists. */
