@@ -8,7 +8,11 @@
 //
 // As a program (demo, benchmark):
 //   node lib/webhook-receiver.mjs --port 18600 --secret whsec_... [--path /hook] [--quiet]
-// prints "listening" once ready, then one JSON line per verified delivery.
+//        [--ids FILE] [--delay-ms N]
+// prints "listening" once ready, then one JSON line per verified delivery
+// (none with --quiet); --ids appends "<webhook-id> <receipt wall-clock time in ms>" per
+// verified delivery to FILE; --delay-ms answers each request N ms late.
+import fs from 'node:fs';
 import http from 'node:http';
 import { Webhook } from 'standardwebhooks';
 
@@ -23,6 +27,8 @@ export class Receiver {
     this.plain = new Map(); // path -> behaviour, for unsigned requests (provider calls)
     this.plainRequests = []; // {path, method, headers, body, attempt}
     this.waiters = [];
+    this.delayMs = 0;
+    this.onVerified = null; // (delivery) => void
     this.server = http.createServer((req, res) => this.handle(req, res));
     this.server.keepAliveTimeout = 60000;
   }
@@ -81,7 +87,7 @@ export class Receiver {
       const behaviour = this.behaviours.get(path);
       const answer = behaviour ? behaviour(attempt, req) : { status: 200 };
       const id = req.headers['webhook-id'];
-      this.deliveries.push({
+      const delivery = {
         path,
         id,
         type: payload.type,
@@ -92,13 +98,19 @@ export class Receiver {
         attempt,
         status: answer.status,
         receivedAt: process.hrtime.bigint(),
-      });
-      if (answer.status >= 200 && answer.status < 300) {
-        this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
-      }
-      res.writeHead(answer.status, { 'content-type': 'text/plain', ...(answer.headers ?? {}) });
-      res.end(answer.body ?? `answered ${answer.status}`);
-      this.notify();
+      };
+      this.deliveries.push(delivery);
+      const reply = () => {
+        if (answer.status >= 200 && answer.status < 300) {
+          this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+          this.onVerified?.(delivery);
+        }
+        res.writeHead(answer.status, { 'content-type': 'text/plain', ...(answer.headers ?? {}) });
+        res.end(answer.body ?? `answered ${answer.status}`);
+        this.notify();
+      };
+      if (this.delayMs > 0) setTimeout(reply, this.delayMs);
+      else reply();
     });
   }
 
@@ -148,6 +160,12 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const quiet = args.includes('--quiet');
   const receiver = new Receiver();
   receiver.expect(opt('path', '/hook'), opt('secret'));
+  receiver.delayMs = Number(opt('delay-ms', '0'));
+  const idsFile = opt('ids');
+  if (idsFile) {
+    const fd = fs.openSync(idsFile, 'a');
+    receiver.onVerified = (d) => fs.writeSync(fd, `${d.id} ${(performance.timeOrigin + performance.now()).toFixed(3)}\n`);
+  }
   const port = await receiver.listen(Number(opt('port', '0')));
   const log = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
   log({ listening: port });
