@@ -54,7 +54,7 @@ PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
-REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
+REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation dispatcher
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -82,7 +82,7 @@ ipv6_refusal(const struct in6_addr *a)
 {
 	const uint8 *b = a->s6_addr;
 	static const uint8 zero[16] = {0};
-	static const uint8 aws_metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x54};
+	static const uint8 aws_metadata[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54};
 	static const uint8 nat64[12] = {0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 
 	if (memcmp(b, zero, 15) == 0 && (b[15] == 0 || b[15] == 1))

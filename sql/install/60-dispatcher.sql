@@ -212,9 +212,11 @@ COMMENT ON FUNCTION donatello.emit_event(uuid, text, jsonb) IS
 CREATE FUNCTION donatello.http_enqueue(method text, url text, headers jsonb, body bytea,
                                        policy jsonb DEFAULT '{}')
     RETURNS uuid
-    LANGUAGE c VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
+    LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'donatello_http_enqueue';
+-- Not SECURITY DEFINER: the hook is resolved with the caller's search_path and
+-- checked against, then run as, the calling role; the C code writes the row as
+-- the extension owner.
 COMMENT ON FUNCTION donatello.http_enqueue(text, text, jsonb, bytea, jsonb) IS
     'queue an outbound HTTP request with its retry policy and completion hook; returns its id';
 
@@ -253,6 +255,9 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION donatello.webhook_endpoint_org(uuid) IS
+    'internal: the organization of a webhook endpoint (DNV02 if none)';
+
 -- Disable an endpoint and cancel what is queued for it (internal: also used
 -- by the dispatcher on 410 Gone and after days of failures).
 CREATE FUNCTION donatello.webhook_endpoint_disable(org_id uuid, endpoint_id uuid, reason text) RETURNS boolean
@@ -274,6 +279,9 @@ BEGIN
     RETURN true;
 END
 $$;
+
+COMMENT ON FUNCTION donatello.webhook_endpoint_disable(uuid, uuid, text) IS
+    'internal: disable an endpoint with a reason and cancel its pending deliveries; false if already disabled';
 
 CREATE FUNCTION donatello.disable_webhook_endpoint(endpoint_id uuid) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
@@ -491,6 +499,9 @@ BEGIN
     RETURN endpoint_id;
 END
 $$;
+
+COMMENT ON FUNCTION donatello.check_own_webhook_endpoint(uuid) IS
+    'internal: DNV02 unless the endpoint belongs to the current principal''s organization';
 
 CREATE FUNCTION donatello_api.rotate_webhook_secret(endpoint_id uuid) RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER
