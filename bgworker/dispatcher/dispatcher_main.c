@@ -216,6 +216,14 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 	TimestampTz next_due_at = 0;
 
 	donatello_worker_start(WORKER_DISPATCHER);
+
+	/*
+	 * The worker's own commits need not wait for the WAL flush: a claim or an
+	 * outcome lost in a crash leaves its row 'pending' or 'sending', and both
+	 * are sent again after the restart. At-least-once holds; only the window
+	 * for a duplicate grows by the WAL writer's delay.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	if (sodium_init() < 0)
 		elog(ERROR, "could not initialize libsodium");
 	dispatch_curl_start();

@@ -91,12 +91,14 @@ CREATE TABLE donatello.outbox (
     CHECK ((kind = 'webhook') = (endpoint_id IS NOT NULL AND event_id IS NOT NULL)),
     CHECK ((hook IS NULL) = (hook_role IS NULL))
 );
+-- Every delivery updates its row twice (claim, outcome), and a change of state
+-- rules out HOT updates: each index here is written on every update, so there
+-- are as few as the queue needs. Partial indexes only cost when a row enters
+-- their predicate.
 CREATE INDEX outbox_id_idx ON donatello.outbox (id);
 CREATE INDEX outbox_due_idx ON donatello.outbox (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX outbox_sending_idx ON donatello.outbox (org_id) WHERE state = 'sending';
 CREATE INDEX outbox_hook_idx ON donatello.outbox (completed_at) WHERE hook_state = 'pending';
-CREATE INDEX outbox_endpoint_idx ON donatello.outbox (org_id, endpoint_id, created_at) WHERE endpoint_id IS NOT NULL;
-CREATE INDEX outbox_event_idx ON donatello.outbox (org_id, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX outbox_endpoint_pending_idx ON donatello.outbox (org_id, endpoint_id) WHERE state = 'pending';
 COMMENT ON TABLE donatello.outbox IS
     'durable queue of outbound HTTP requests (webhook deliveries and http_enqueue), drained by the dispatcher';
 
@@ -345,7 +347,8 @@ COMMENT ON FUNCTION donatello.retry_delivery(uuid) IS
 -- Record a batch of attempt outcomes decided by the worker, with their
 -- consequences: the attempt log, the outbox row, endpoint health, 410 and
 -- long-failing endpoints disabled, webhook.delivery_failed events for
--- exhausted deliveries. One call per batch, in the worker's transaction.
+-- exhausted deliveries. One call per batch, in the worker's transaction; the
+-- rows are found through an index, never by scanning the outbox.
 CREATE FUNCTION donatello.dispatcher_record(
         org_ids uuid[], ids uuid[], states text[], next_attempts timestamptz[], attempt_nos integer[],
         started timestamptz[], latencies double precision[], statuses integer[], errors text[],
@@ -353,83 +356,82 @@ CREATE FUNCTION donatello.dispatcher_record(
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
+    -- planned with the batch's arrays in hand: a generic plan cannot see how
+    -- many rows they hold and may hash the whole outbox instead of probing it
+    SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
     f record;
+    d jsonb;
+    streak_start timestamptz;
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS dispatcher_batch (
-        org_id uuid, id uuid, state text, next_at timestamptz, attempt_no integer, started_at timestamptz,
-        latency_ms double precision, status integer, error text, excerpt text, resp_headers jsonb,
-        resp_body bytea, gone boolean, kind text, endpoint_id uuid, event_id uuid, event_type text)
-        ON COMMIT DELETE ROWS;
-
-    INSERT INTO dispatcher_batch
-    SELECT r.*, o.kind, o.endpoint_id, o.event_id, o.event_type
-      FROM unnest(org_ids, ids, states, next_attempts, attempt_nos, started, latencies, statuses, errors,
-                  excerpts, resp_headers, resp_bodies, gone)
-           AS r(org_id, id, state, next_at, attempt_no, started_at, latency_ms, status, error, excerpt,
-                resp_headers, resp_body, gone)
-      JOIN donatello.outbox o ON o.org_id = r.org_id AND o.id = r.id AND o.state = 'sending';
-
-    INSERT INTO donatello.delivery_attempts (org_id, delivery_id, attempt_no, started_at, latency_ms,
-                                             status_code, error, response_excerpt, next_attempt_at)
-    SELECT b.org_id, b.id, b.attempt_no, b.started_at, b.latency_ms, b.status, b.error, b.excerpt,
-           CASE WHEN b.state = 'pending' THEN b.next_at END
-      FROM dispatcher_batch b
-    ON CONFLICT DO NOTHING;
-
-    UPDATE donatello.outbox o
-       SET state = b.state,
-           next_attempt_at = coalesce(b.next_at, o.next_attempt_at),
-           completed_at = CASE WHEN b.state = 'pending' THEN NULL ELSE now() END,
-           last_status = b.status,
-           last_error = b.error,
-           response_status = CASE WHEN o.kind = 'http' THEN b.status END,
-           response_headers = CASE WHEN o.kind = 'http' THEN b.resp_headers END,
-           response_body = CASE WHEN o.kind = 'http' THEN b.resp_body END,
-           hook_state = CASE WHEN o.hook IS NOT NULL AND b.state <> 'pending' THEN 'pending' END
-      FROM dispatcher_batch b
-     WHERE o.org_id = b.org_id AND o.id = b.id;
-
-    -- endpoint health: any success clears the failure streak
-    UPDATE donatello.webhook_endpoints e
-       SET failing_since = NULL, last_success_at = now()
-      FROM (SELECT DISTINCT b.org_id, b.endpoint_id FROM dispatcher_batch b
-             WHERE b.kind = 'webhook' AND b.state = 'succeeded') s
-     WHERE e.org_id = s.org_id AND e.id = s.endpoint_id;
-    UPDATE donatello.webhook_endpoints e
-       SET failing_since = now()
-      FROM (SELECT DISTINCT b.org_id, b.endpoint_id FROM dispatcher_batch b
-             WHERE b.kind = 'webhook' AND b.state <> 'succeeded') s
-     WHERE e.org_id = s.org_id AND e.id = s.endpoint_id AND e.failing_since IS NULL
-       AND NOT EXISTS (SELECT FROM dispatcher_batch b2
-                        WHERE b2.endpoint_id = s.endpoint_id AND b2.state = 'succeeded');
-
-    FOR f IN SELECT DISTINCT b.org_id, b.endpoint_id, b.status FROM dispatcher_batch b
-              WHERE b.kind = 'webhook' AND b.gone
+    FOR f IN
+        WITH r AS (
+            SELECT * FROM unnest(org_ids, ids, states, next_attempts, attempt_nos, started, latencies, statuses,
+                                 errors, excerpts, resp_headers, resp_bodies, gone)
+                   AS r(org_id, id, state, next_at, attempt_no, started_at, latency_ms, status, error, excerpt,
+                        resp_headers, resp_body, gone)),
+        upd AS (
+            UPDATE donatello.outbox o
+               SET state = r.state,
+                   next_attempt_at = coalesce(r.next_at, o.next_attempt_at),
+                   completed_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END,
+                   last_status = r.status,
+                   last_error = r.error,
+                   response_status = CASE WHEN o.kind = 'http' THEN r.status END,
+                   response_headers = CASE WHEN o.kind = 'http' THEN r.resp_headers END,
+                   response_body = CASE WHEN o.kind = 'http' THEN r.resp_body END,
+                   hook_state = CASE WHEN o.hook IS NOT NULL AND r.state <> 'pending' THEN 'pending' END
+              FROM r
+             WHERE o.org_id = r.org_id AND o.id = r.id AND o.state = 'sending'
+            RETURNING o.org_id, o.id, o.kind, o.endpoint_id, o.event_id, o.event_type, r.state, r.next_at,
+                      r.attempt_no, r.started_at, r.latency_ms, r.status, r.error, r.excerpt, r.gone),
+        ins AS (
+            INSERT INTO donatello.delivery_attempts (org_id, delivery_id, attempt_no, started_at, latency_ms,
+                                                     status_code, error, response_excerpt, next_attempt_at)
+            SELECT u.org_id, u.id, u.attempt_no, u.started_at, u.latency_ms, u.status, u.error, u.excerpt,
+                   CASE WHEN u.state = 'pending' THEN u.next_at END
+              FROM upd u
+            ON CONFLICT DO NOTHING)
+        SELECT u.org_id, u.endpoint_id,
+               bool_or(u.state = 'succeeded') AS any_success,
+               bool_or(u.gone) AS gone,
+               max(u.status) FILTER (WHERE u.gone) AS gone_status,
+               jsonb_agg(jsonb_build_object('delivery_id', u.id, 'endpoint_id', u.endpoint_id,
+                                            'event_id', u.event_id, 'event_type', u.event_type,
+                                            'attempts', u.attempt_no, 'last_status', u.status,
+                                            'last_error', u.error))
+                   FILTER (WHERE u.state = 'failed' AND NOT u.gone
+                             AND u.event_type <> 'webhook.delivery_failed') AS exhausted
+          FROM upd u
+         WHERE u.kind = 'webhook'
+         GROUP BY u.org_id, u.endpoint_id
     LOOP
-        PERFORM donatello.webhook_endpoint_disable(f.org_id, f.endpoint_id,
-                                                   format('the receiver answered %s Gone', f.status));
-    END LOOP;
-    FOR f IN SELECT e.org_id, e.id, e.failing_since FROM donatello.webhook_endpoints e
-              WHERE e.active AND e.failing_since < now() - disable_after
-                AND (e.org_id, e.id) IN (SELECT b.org_id, b.endpoint_id FROM dispatcher_batch b
-                                          WHERE b.kind = 'webhook' AND b.state <> 'succeeded')
-    LOOP
-        PERFORM donatello.webhook_endpoint_disable(f.org_id, f.id,
-                                                   format('every delivery failed since %s', f.failing_since));
-    END LOOP;
-
-    -- exhausted deliveries are reported to the organization (never about a
-    -- delivery_failed event itself, so a broken endpoint cannot loop)
-    FOR f IN SELECT b.* FROM dispatcher_batch b
-              WHERE b.kind = 'webhook' AND b.state = 'failed' AND NOT b.gone
-                AND b.event_type <> 'webhook.delivery_failed'
-    LOOP
-        PERFORM donatello.emit_event(f.org_id, 'webhook.delivery_failed',
-            jsonb_build_object('delivery_id', f.id, 'endpoint_id', f.endpoint_id, 'event_id', f.event_id,
-                               'event_type', f.event_type, 'attempts', f.attempt_no,
-                               'last_status', f.status, 'last_error', f.error));
+        -- endpoint health: any success ends a failure streak
+        IF f.any_success THEN
+            UPDATE donatello.webhook_endpoints e
+               SET failing_since = NULL, last_success_at = now()
+             WHERE e.org_id = f.org_id AND e.id = f.endpoint_id;
+        ELSE
+            UPDATE donatello.webhook_endpoints e
+               SET failing_since = coalesce(e.failing_since, now())
+             WHERE e.org_id = f.org_id AND e.id = f.endpoint_id
+            RETURNING e.failing_since INTO streak_start;
+            IF NOT f.gone AND streak_start < now() - disable_after THEN
+                PERFORM donatello.webhook_endpoint_disable(f.org_id, f.endpoint_id,
+                                                           format('every delivery failed since %s', streak_start));
+            END IF;
+        END IF;
+        IF f.gone THEN
+            PERFORM donatello.webhook_endpoint_disable(f.org_id, f.endpoint_id,
+                                                       format('the receiver answered %s Gone', f.gone_status));
+        END IF;
+        -- exhausted deliveries are reported to the organization (never about a
+        -- delivery_failed event itself, so a broken endpoint cannot loop)
+        FOR d IN SELECT * FROM jsonb_array_elements(coalesce(f.exhausted, '[]'))
+        LOOP
+            PERFORM donatello.emit_event(f.org_id, 'webhook.delivery_failed', d);
+        END LOOP;
     END LOOP;
 END
 $$;
