@@ -10,6 +10,9 @@
  *				after its response was recorded.
  *	  claim		due 'pending' rows -> 'sending' (FOR UPDATE SKIP LOCKED),
  *				committed before anything is sent; webhook keys are opened.
+ *				A webhook row whose endpoint is disabled by then (emit_event
+ *				committed after disable_webhook_endpoint cancelled what it
+ *				could see) becomes 'cancelled' instead.
  *	  record	a batch of finished attempts: outcomes decided in C
  *				(dispatcher_retry.c), written by donatello.dispatcher_record.
  *	  hooks		completion hooks of http requests, each in its own
@@ -45,8 +48,12 @@ static const char *const claim_sql =
 "   ORDER BY o.next_attempt_at LIMIT $1"
 "   FOR UPDATE OF o SKIP LOCKED) "
 "UPDATE donatello.outbox o"
-"   SET state = 'sending', claimed_at = pg_catalog.now(),"
-"       attempt_count = o.attempt_count + 1, round_attempts = o.round_attempts + 1"
+"   SET state = CASE WHEN e.active IS FALSE THEN 'cancelled' ELSE 'sending' END,"
+"       claimed_at = pg_catalog.now(),"
+"       completed_at = CASE WHEN e.active IS FALSE THEN pg_catalog.now() END,"
+"       last_error = CASE WHEN e.active IS FALSE THEN 'endpoint disabled: ' || e.disabled_reason ELSE o.last_error END,"
+"       attempt_count = o.attempt_count + CASE WHEN e.active IS FALSE THEN 0 ELSE 1 END,"
+"       round_attempts = o.round_attempts + CASE WHEN e.active IS FALSE THEN 0 ELSE 1 END"
 "  FROM due LEFT JOIN donatello.webhook_endpoints e ON e.org_id = due.org_id AND e.id = due.endpoint_id"
 " WHERE o.org_id = due.org_id AND o.id = due.id "
 "RETURNING o.org_id, o.id, o.kind, o.endpoint_id, o.method, o.url,"
@@ -55,7 +62,8 @@ static const char *const claim_sql =
 "      donatello.secret_open('outbox_headers', o.id, o.headers_sealed), 'UTF8')::jsonb) h) END,"
 "  o.body, o.attempt_count, o.round_attempts, o.max_attempts, o.schedule_ms, o.retry_on, o.timeout_ms,"
 "  e.secret_sealed,"
-"  CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret_sealed END";
+"  CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret_sealed END,"
+"  o.state";
 
 /* how long until the next pending row is due (NULL: none) */
 static const char *const next_due_sql =
@@ -221,7 +229,13 @@ dispatcher_queue_claim(int max_requests, MemoryContext parent)
 		elog(ERROR, "could not claim outbox rows: %s", SPI_result_code_string(rc));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		MemoryContext old = MemoryContextSwitchTo(parent);
+		MemoryContext old;
+		bool		isnull;
+
+		/* a delivery queued while its endpoint was being disabled: cancelled, not sent */
+		if (strcmp(TextDatumGetCString(column(SPI_tuptable->vals[i], 17, &isnull)), "cancelled") == 0)
+			continue;
+		old = MemoryContextSwitchTo(parent);
 
 		claimed = lappend(claimed, NULL);
 		MemoryContextSwitchTo(old);

@@ -142,6 +142,26 @@ test('during a secret rotation every delivery carries both signatures', async ()
   }
 });
 
+test('an event committed after its endpoint was disabled is cancelled, not sent', async () => {
+  const ep = await endpoint('/race', ['test.race']);
+  const other = new pg.Client();
+  await other.connect();
+  try {
+    await other.query('BEGIN');
+    const eventId = (await other.query('SELECT donatello.emit_event($1, $2, $3) AS id', [org, 'test.race', {}])).rows[0].id;
+    // disable commits first and cannot see the uncommitted delivery
+    await db.query('SELECT donatello.disable_webhook_endpoint($1)', [ep.id]);
+    await other.query('COMMIT');
+    const d = await finished(eventId, ep.id);
+    assert.equal(d.state, 'cancelled');
+    assert.match(d.last_error, /endpoint disabled/);
+    assert.equal(d.attempt_count, 0);
+    assert.equal(receiver.deliveriesTo('/race').length, 0);
+  } finally {
+    await other.end();
+  }
+});
+
 test('failures (500, 500) are retried on the schedule until a 200; webhook-id stays the same', async () => {
   const ep = await endpoint('/flaky', ['test.*'], '127.0.0.1', (n) => ({ status: n <= 2 ? 500 : 200 }));
   const d = await finished(await emit('test.flaky', {}), ep.id);
@@ -206,6 +226,26 @@ test('an exhausted delivery is failed, reported as webhook.delivery_failed, and 
   }, 'the replay');
   assert.equal(replayed.attempt_count, 5);
   assert.equal(receiver.counts.get(d.id), 1);
+});
+
+test('an endpoint that has failed everything for donatello.webhook_disable_after is disabled', async () => {
+  const ep = await endpoint('/failing', ['test.failing'], '127.0.0.1', () => ({ status: 503 }));
+  // its failure streak began six days ago (the default limit is five days)
+  await db.query("UPDATE donatello.webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = $1", [ep.id]);
+  const d = await finished(await emit('test.failing', {}), ep.id);
+  assert.equal(d.state, 'cancelled', 'the retry that was scheduled is cancelled with the endpoint');
+  assert.equal((await attemptsOf(d.id)).length, 1);
+  const e = (await db.query('SELECT active, disabled_reason FROM donatello.webhook_endpoints WHERE id = $1', [ep.id])).rows[0];
+  assert.equal(e.active, false);
+  assert.match(e.disabled_reason, /every delivery failed since/);
+  // a success ends a streak: another endpoint with an old streak that answers 200 stays enabled
+  const ok = await endpoint('/recovered', ['test.failing']);
+  await db.query("UPDATE donatello.webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = $1", [ok.id]);
+  await finished(await emit('test.failing', {}), ok.id);
+  const r = (await db.query('SELECT active, failing_since, last_success_at FROM donatello.webhook_endpoints WHERE id = $1', [ok.id])).rows[0];
+  assert.equal(r.active, true);
+  assert.equal(r.failing_since, null);
+  assert.ok(r.last_success_at);
 });
 
 test('receiver down for a while, then up: every event is delivered', async () => {
