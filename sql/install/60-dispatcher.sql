@@ -305,35 +305,43 @@ CREATE FUNCTION donatello.retry_delivery(delivery_id uuid) RETURNS void
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
-    d record;
+    v_org uuid;
+    v_endpoint uuid;
+    v_active boolean;
+    v_state text;
 BEGIN
-    SELECT o.org_id, o.id, o.state, o.endpoint_id, e.active AS endpoint_active INTO d
-      FROM donatello.outbox o
-      LEFT JOIN donatello.webhook_endpoints e ON e.org_id = o.org_id AND e.id = o.endpoint_id
-     WHERE o.id = retry_delivery.delivery_id;
+    SELECT o.org_id, o.endpoint_id INTO v_org, v_endpoint
+      FROM donatello.outbox o WHERE o.id = retry_delivery.delivery_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV02',
             MESSAGE = format('delivery %s does not exist', coalesce(delivery_id::text, 'NULL'));
     END IF;
-    PERFORM 1 FROM donatello.outbox o WHERE o.org_id = d.org_id AND o.id = d.id FOR UPDATE;
-    SELECT o.state INTO d.state FROM donatello.outbox o WHERE o.org_id = d.org_id AND o.id = d.id;
-    IF d.state IN ('pending', 'sending') THEN
+    -- lock order: endpoint, then delivery (as disable_webhook_endpoint does),
+    -- so a concurrent disable either waits for this replay and cancels it, or
+    -- goes first and this replay is refused
+    IF v_endpoint IS NOT NULL THEN
+        SELECT e.active INTO v_active FROM donatello.webhook_endpoints e
+         WHERE e.org_id = v_org AND e.id = v_endpoint FOR SHARE;
+    END IF;
+    SELECT o.state INTO v_state FROM donatello.outbox o
+     WHERE o.org_id = v_org AND o.id = retry_delivery.delivery_id FOR UPDATE;
+    IF v_state IN ('pending', 'sending') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV01',
-            MESSAGE = format('delivery %s is already queued (state %s)', delivery_id, d.state),
+            MESSAGE = format('delivery %s is already queued (state %s)', delivery_id, v_state),
             HINT = 'Only a succeeded, failed or cancelled delivery can be sent again.';
     END IF;
-    IF d.endpoint_id IS NOT NULL AND NOT d.endpoint_active THEN
+    IF v_endpoint IS NOT NULL AND NOT v_active THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV01',
-            MESSAGE = format('webhook endpoint %s of delivery %s is disabled', d.endpoint_id, delivery_id),
+            MESSAGE = format('webhook endpoint %s of delivery %s is disabled', v_endpoint, delivery_id),
             HINT = 'Create a new endpoint; a disabled endpoint receives nothing.';
     END IF;
     UPDATE donatello.outbox o
        SET state = 'pending', round_attempts = 0, next_attempt_at = now(), completed_at = NULL,
-           hook_state = CASE WHEN o.hook IS NOT NULL THEN NULL END, hook_error = NULL
-     WHERE o.org_id = d.org_id AND o.id = d.id;
+           hook_state = NULL, hook_error = NULL
+     WHERE o.org_id = v_org AND o.id = retry_delivery.delivery_id;
     PERFORM donatello.dispatcher_wake_at_commit();
 END
 $$;
