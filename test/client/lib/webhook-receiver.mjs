@@ -8,10 +8,11 @@
 //
 // As a program (demo, benchmark):
 //   node lib/webhook-receiver.mjs --port 18600 --secret whsec_... [--path /hook] [--quiet]
-//        [--ids FILE] [--delay-ms N]
+//        [--ids FILE] [--delay-ms N] [--answer /path=STATUS ...]
 // prints "listening" once ready, then one JSON line per verified delivery
 // (none with --quiet); --ids appends "<webhook-id> <receipt wall-clock time in ms>" per
-// verified delivery to FILE; --delay-ms answers each request N ms late.
+// verified delivery to FILE; --delay-ms answers each request N ms late;
+// --answer answers every request to /path with STATUS, unverified.
 import fs from 'node:fs';
 import http from 'node:http';
 import { Webhook } from 'standardwebhooks';
@@ -165,6 +166,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const receiver = new Receiver();
   receiver.expect(opt('path', '/hook'), opt('secret'));
   receiver.delayMs = Number(opt('delay-ms', '0'));
+  args.forEach((a, i) => {
+    if (a !== '--answer') return;
+    const [path, status] = args[i + 1].split('=');
+    receiver.serve(path, () => ({ status: Number(status) }));
+  });
   const idsFile = opt('ids');
   if (idsFile) {
     const fd = fs.openSync(idsFile, 'a');
