@@ -54,6 +54,7 @@ static List *watches = NIL;		/* SocketWatch *, in TopMemoryContext */
 static long curl_timer_ms = -1; /* -1: no timer */
 static TimestampTz curl_timer_set_at = 0;
 static List *finished = NIL;	/* DispatchRequest * whose transfer ended */
+static List *idle_handles = NIL;	/* easy handles kept for reuse (reset) */
 static int	in_flight = 0;
 
 /* CURLMOPT_SOCKETFUNCTION: start, change or stop watching a socket. */
@@ -217,9 +218,14 @@ dispatch_curl_add(DispatchRequest *req)
 	MemoryContext old = MemoryContextSwitchTo(req->cxt);
 	struct curl_slist *headers = NULL;
 	ListCell   *lc;
-	CURL	   *easy = curl_easy_init();
+	CURL	   *easy = NULL;
 
-	if (easy == NULL)
+	if (idle_handles != NIL)
+	{
+		easy = llast(idle_handles);
+		idle_handles = list_delete_last(idle_handles);
+	}
+	else if ((easy = curl_easy_init()) == NULL)
 		elog(ERROR, "could not create a libcurl easy handle");
 	req->easy = easy;
 	initStringInfo(&req->response);
@@ -281,6 +287,23 @@ dispatch_curl_in_flight(void)
 	return in_flight;
 }
 
+/* Keep a finished easy handle for the next transfer, reset to no options. */
+static void
+release_handle(CURL *easy)
+{
+	MemoryContext old;
+
+	if (list_length(idle_handles) >= dispatcher_max_in_flight)
+	{
+		curl_easy_cleanup(easy);
+		return;
+	}
+	curl_easy_reset(easy);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	idle_handles = lappend(idle_handles, easy);
+	MemoryContextSwitchTo(old);
+}
+
 /* Move every completed transfer to the finished list, with its outcome. */
 static void
 collect_completed(void)
@@ -311,7 +334,7 @@ collect_completed(void)
 			req->ssrf_refusal[0] = '\0';
 
 		curl_multi_remove_handle(multi, req->easy);
-		curl_easy_cleanup(req->easy);
+		release_handle(req->easy);
 		req->easy = NULL;
 		curl_slist_free_all(req->curl_headers);
 		req->curl_headers = NULL;

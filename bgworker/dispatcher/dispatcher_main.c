@@ -4,11 +4,12 @@
  *	  main loop.
  *
  * The loop, each turn:
- *	  1. record the attempts that finished (one transaction per batch);
+ *	  1. in one transaction: record the attempts that finished, then claim due
+ *		 outbox rows up to donatello.dispatcher_max_in_flight; after the
+ *		 commit, start their transfers (nothing is sent before its claim
+ *		 commits);
  *	  2. run pending completion hooks (one transaction each);
- *	  3. claim due outbox rows up to donatello.dispatcher_max_in_flight and
- *		 start their transfers (the claim commits before anything is sent);
- *	  4. wait on the latch, curl's sockets and curl's timer, at most until the
+ *	  3. wait on the latch, curl's sockets and curl's timer, at most until the
  *		 next scheduled retry is due.
  * Backends that queue work wake the worker at commit
  * (donatello_worker_wake_at_commit(WORKER_DISPATCHER)); nothing polls.
@@ -136,14 +137,15 @@ donatello_dispatcher_wake_at_commit(PG_FUNCTION_ARGS pg_attribute_unused())
 	PG_RETURN_VOID();
 }
 
-/* Arguments and results of the claim unit. */
-typedef struct ClaimWork
+/* Arguments and results of one turn's unit of work. */
+typedef struct TurnWork
 {
-	int			max_requests;
-	MemoryContext parent;
+	List	   *finished;		/* requests whose outcome to record, or NIL */
+	int			max_requests;	/* rows to claim at most (0: no claim) */
+	MemoryContext staging;		/* claimed requests are built here */
 	List	   *claimed;
 	long		next_due_ms;
-} ClaimWork;
+} TurnWork;
 
 /* Unit: put rows left in flight by an earlier run back in the queue. */
 static void
@@ -152,21 +154,23 @@ recover_unit(void *arg pg_attribute_unused())
 	dispatcher_queue_recover();
 }
 
-/* Unit: claim due rows, then learn when the next one is due. */
+/*
+ * Unit: record the finished requests' outcomes, then claim due rows and learn
+ * when the next one is due; one transaction for both, so that a busy worker
+ * commits once per turn.
+ */
 static void
-claim_unit(void *arg)
+turn_unit(void *arg)
 {
-	ClaimWork  *work = arg;
+	TurnWork   *work = arg;
 
-	work->claimed = work->max_requests > 0 ? dispatcher_queue_claim(work->max_requests, work->parent) : NIL;
-	work->next_due_ms = dispatcher_queue_next_due_ms();
-}
-
-/* Unit: record a batch of finished requests. */
-static void
-record_unit(void *arg)
-{
-	dispatcher_queue_record((List *) arg);
+	if (work->finished != NIL)
+		dispatcher_queue_record(work->finished);
+	if (work->max_requests > 0)
+	{
+		work->claimed = dispatcher_queue_claim(work->max_requests, work->staging);
+		work->next_due_ms = dispatcher_queue_next_due_ms();
+	}
 }
 
 /* Unit: run one pending completion hook; *arg receives how many ran. */
@@ -234,7 +238,7 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 
 	for (;;)
 	{
-		ClaimWork	work;
+		TurnWork	work;
 		bool		failed = false;
 		long		timeout = -1;
 		int			room;
@@ -247,24 +251,67 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 			need_claim = true;
 		}
 
-		/* 1. outcomes of finished attempts */
-		unrecorded = list_concat(unrecorded, dispatch_curl_take_finished());
+		/* 1. outcomes of finished attempts, and new work, in one transaction */
+		{
+			List	   *finished = dispatch_curl_take_finished();
+
+			if (unrecorded == NIL)
+				unrecorded = finished;
+			else
+			{
+				unrecorded = list_concat(unrecorded, finished);
+				list_free(finished);
+			}
+		}
+		room = dispatcher_max_in_flight - dispatch_curl_in_flight();
+		if (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+			need_claim = true;
+		/* recording may queue webhook.delivery_failed events: claim after it */
 		if (unrecorded != NIL)
+			need_claim = true;
+		work.finished = unrecorded;
+		work.max_requests = (room > 0 && (need_claim || backlog)) ? room : 0;
+		work.claimed = NIL;
+		work.next_due_ms = -1;
+		if (work.finished != NIL || work.max_requests > 0)
 		{
 			bool		http = batch_has_http(unrecorded);
 
-			if (donatello_worker_run_unit("dispatcher: recording responses", record_unit, unrecorded))
+			work.staging = AllocSetContextCreate(requests_cxt, "donatello dispatcher claim",
+												 ALLOCSET_SMALL_SIZES);
+			if (donatello_worker_run_unit("dispatcher: recording responses and claiming requests",
+										  turn_unit, &work))
 			{
+				ListCell   *lc;
+
 				free_requests(unrecorded);
 				unrecorded = NIL;
 				hooks_pending |= http;
-				need_claim = true;	/* a delivery_failed event may have been queued */
+				foreach(lc, work.claimed)
+				{
+					DispatchRequest *req = lfirst(lc);
+
+					MemoryContextSetParent(req->cxt, requests_cxt);
+					dispatch_curl_add(req);
+				}
+				if (work.max_requests > 0)
+				{
+					backlog = list_length(work.claimed) == work.max_requests;
+					next_due_at = work.next_due_ms < 0 ? 0 :
+						TimestampTzPlusMilliseconds(GetCurrentTimestamp(), work.next_due_ms);
+					/* due but not claimed: rows locked by another transaction; look again soon */
+					if (!backlog && work.next_due_ms == 0)
+						next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50);
+					need_claim = false;
+				}
 			}
 			else
 				failed = true;
+			/* on failure this frees whatever the claim had built */
+			MemoryContextDelete(work.staging);
 		}
 
-		/* 2. completion hooks, one transaction each */
+		/* 2. completion hooks, one transaction each, after their responses were recorded */
 		while (hooks_pending && !failed)
 		{
 			int			hooks_run = 0;
@@ -275,36 +322,7 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 				hooks_pending = false;
 		}
 
-		/* 3. new work */
-		room = dispatcher_max_in_flight - dispatch_curl_in_flight();
-		if (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
-			need_claim = true;
-		if (!failed && room > 0 && (need_claim || backlog))
-		{
-			work.max_requests = room;
-			work.parent = requests_cxt;
-			work.claimed = NIL;
-			work.next_due_ms = -1;
-			if (donatello_worker_run_unit("dispatcher: claiming due requests", claim_unit, &work))
-			{
-				ListCell   *lc;
-
-				foreach(lc, work.claimed)
-					dispatch_curl_add(lfirst(lc));
-				backlog = list_length(work.claimed) == room;
-				next_due_at = work.next_due_ms < 0 ? 0 :
-					TimestampTzPlusMilliseconds(GetCurrentTimestamp(), work.next_due_ms);
-				/* due but not claimed: rows locked by another transaction; look again soon */
-				if (!backlog && work.next_due_ms == 0)
-					next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50);
-				list_free(work.claimed);
-				need_claim = false;
-			}
-			else
-				failed = true;
-		}
-
-		/* 4. wait for responses, new work, or the next scheduled retry */
+		/* 3. wait for responses, new work, or the next scheduled retry */
 		if (failed)
 			timeout = FAILED_UNIT_PAUSE_MS;
 		else if (backlog && dispatch_curl_in_flight() < dispatcher_max_in_flight)
