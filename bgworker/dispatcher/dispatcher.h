@@ -133,7 +133,7 @@ extern const char *dispatcher_user_agent(void);
 /* dispatcher_queue.c */
 extern void dispatcher_queue_recover(void);
 extern List *dispatcher_queue_claim(int max_requests, MemoryContext parent);
-extern void dispatcher_queue_record(List *finished);
+extern bool dispatcher_queue_record(List *finished);
 extern int	dispatcher_queue_run_hooks(int max_hooks);
 extern long dispatcher_queue_next_due_ms(void);
 

@@ -7,7 +7,7 @@
  *	  1. in one transaction: record the attempts that finished, then claim due
  *		 outbox rows up to donatello.dispatcher_max_in_flight; after the
  *		 commit, start their transfers (nothing is sent before its claim
- *		 commits);
+ *		 commits); both in batches (see donatello_dispatcher_main);
  *	  2. run pending completion hooks (one transaction each);
  *	  3. wait on the latch, curl's sockets and curl's timer, at most until the
  *		 next scheduled retry is due.
@@ -50,6 +50,8 @@ static bool dispatcher_enabled = true;
 
 /* pause after a failed unit, so that a persistent error does not spin */
 #define FAILED_UNIT_PAUSE_MS 1000
+/* longest wait before finished requests are recorded (batching, see below) */
+#define RECORD_DELAY_MS 10
 
 PGDLLEXPORT void donatello_dispatcher_main(Datum arg);
 
@@ -145,6 +147,7 @@ typedef struct TurnWork
 	MemoryContext staging;		/* claimed requests are built here */
 	List	   *claimed;
 	long		next_due_ms;
+	bool		events_queued;	/* recording emitted webhook.delivery_failed events */
 } TurnWork;
 
 /* Unit: put rows left in flight by an earlier run back in the queue. */
@@ -165,7 +168,7 @@ turn_unit(void *arg)
 	TurnWork   *work = arg;
 
 	if (work->finished != NIL)
-		dispatcher_queue_record(work->finished);
+		work->events_queued = dispatcher_queue_record(work->finished);
 	if (work->max_requests > 0)
 	{
 		work->claimed = dispatcher_queue_claim(work->max_requests, work->staging);
@@ -203,17 +206,42 @@ batch_has_http(List *requests)
 	return false;
 }
 
+/* Append the transfers that ended to the unrecorded list; note when the first came. */
+static List *
+gather_finished(List *unrecorded, TimestampTz *oldest)
+{
+	List	   *finished = dispatch_curl_take_finished();
+
+	if (finished == NIL)
+		return unrecorded;
+	if (unrecorded == NIL)
+	{
+		*oldest = GetCurrentTimestamp();
+		return finished;
+	}
+	unrecorded = list_concat(unrecorded, finished);
+	list_free(finished);
+	return unrecorded;
+}
+
 /*
- * Worker entry point. Between turns the worker knows whether more rows may be
- * due now (the last claim filled all the room it asked for: "backlog") and
- * when the next scheduled one is; it claims only when woken, when a backlog
- * may exist, or when a scheduled row has come due.
+ * Worker entry point.
+ *
+ * Batching. A transaction per response would cost more than the response:
+ * each turn's unit records and claims in batches. New work (a wake-up, a
+ * scheduled retry coming due) is claimed at once, for latency. A backlog
+ * (the last claim filled all the room it had) is claimed when a quarter of
+ * max_in_flight is free again, not one request at a time. Outcomes are
+ * recorded along with a claim, or when a quarter of max_in_flight has
+ * finished, or when nothing is in flight, or RECORD_DELAY_MS after the first
+ * of them finished.
  */
 void
 donatello_dispatcher_main(Datum arg pg_attribute_unused())
 {
 	MemoryContext requests_cxt;
 	List	   *unrecorded = NIL;
+	TimestampTz oldest_unrecorded = 0;
 	bool		hooks_pending = true;
 	bool		need_claim = true;
 	bool		backlog = false;
@@ -241,7 +269,11 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 		TurnWork	work;
 		bool		failed = false;
 		long		timeout = -1;
+		int			batch = Max(1, dispatcher_max_in_flight / 4);
 		int			room;
+		bool		claim_now;
+		bool		record_now;
+		TimestampTz now;
 
 		if (ConfigReloadPending)
 		{
@@ -252,31 +284,25 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 		}
 
 		/* 1. outcomes of finished attempts, and new work, in one transaction */
-		{
-			List	   *finished = dispatch_curl_take_finished();
-
-			if (unrecorded == NIL)
-				unrecorded = finished;
-			else
-			{
-				unrecorded = list_concat(unrecorded, finished);
-				list_free(finished);
-			}
-		}
+		unrecorded = gather_finished(unrecorded, &oldest_unrecorded);
+		now = GetCurrentTimestamp();
 		room = dispatcher_max_in_flight - dispatch_curl_in_flight();
-		if (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+		if (next_due_at != 0 && now >= next_due_at)
 			need_claim = true;
-		/* recording may queue webhook.delivery_failed events: claim after it */
-		if (unrecorded != NIL)
-			need_claim = true;
-		work.finished = unrecorded;
-		work.max_requests = (room > 0 && (need_claim || backlog)) ? room : 0;
-		work.claimed = NIL;
-		work.next_due_ms = -1;
-		if (work.finished != NIL || work.max_requests > 0)
+		claim_now = room > 0 &&
+			(need_claim || (backlog && (room >= batch || dispatch_curl_in_flight() == 0)));
+		record_now = unrecorded != NIL &&
+			(claim_now || list_length(unrecorded) >= batch || dispatch_curl_in_flight() == 0 ||
+			 now >= TimestampTzPlusMilliseconds(oldest_unrecorded, RECORD_DELAY_MS));
+		if (claim_now || record_now)
 		{
-			bool		http = batch_has_http(unrecorded);
+			bool		http = record_now && batch_has_http(unrecorded);
 
+			work.finished = record_now ? unrecorded : NIL;
+			work.max_requests = claim_now ? room : 0;
+			work.claimed = NIL;
+			work.next_due_ms = -1;
+			work.events_queued = false;
 			work.staging = AllocSetContextCreate(requests_cxt, "donatello dispatcher claim",
 												 ALLOCSET_SMALL_SIZES);
 			if (donatello_worker_run_unit("dispatcher: recording responses and claiming requests",
@@ -284,9 +310,14 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 			{
 				ListCell   *lc;
 
-				free_requests(unrecorded);
-				unrecorded = NIL;
-				hooks_pending |= http;
+				if (record_now)
+				{
+					free_requests(unrecorded);
+					unrecorded = NIL;
+					hooks_pending |= http;
+					/* a webhook.delivery_failed event may wait for a claim */
+					need_claim |= work.events_queued;
+				}
 				foreach(lc, work.claimed)
 				{
 					DispatchRequest *req = lfirst(lc);
@@ -294,7 +325,7 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 					MemoryContextSetParent(req->cxt, requests_cxt);
 					dispatch_curl_add(req);
 				}
-				if (work.max_requests > 0)
+				if (claim_now)
 				{
 					backlog = list_length(work.claimed) == work.max_requests;
 					next_due_at = work.next_due_ms < 0 ? 0 :
@@ -322,13 +353,23 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 				hooks_pending = false;
 		}
 
-		/* 3. wait for responses, new work, or the next scheduled retry */
+		/* 3. wait for responses, new work, the next scheduled retry or the record delay */
 		if (failed)
 			timeout = FAILED_UNIT_PAUSE_MS;
-		else if (backlog && dispatch_curl_in_flight() < dispatcher_max_in_flight)
-			timeout = 0;
-		else if (next_due_at != 0)
-			timeout = Max(0, (long) ((next_due_at - GetCurrentTimestamp()) / 1000));
+		else
+		{
+			now = GetCurrentTimestamp();
+			if (next_due_at != 0)
+				timeout = Max(0, (long) ((next_due_at - now) / 1000));
+			if (unrecorded != NIL)
+			{
+				long		record_in = Max(0, (long) ((TimestampTzPlusMilliseconds(oldest_unrecorded, RECORD_DELAY_MS) - now) / 1000));
+
+				timeout = timeout < 0 ? record_in : Min(timeout, record_in);
+			}
+			if (backlog && dispatch_curl_in_flight() == 0)
+				timeout = 0;
+		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 		if (dispatch_curl_wait(timeout))
 			need_claim = true;

@@ -344,8 +344,11 @@ make_array(Datum *values, bool *nulls, int n, Oid elemtype)
 	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype, typlen, typbyval, typalign));
 }
 
-/* Unit: decide and record the outcome of every finished request. */
-void
+/*
+ * Unit: decide and record the outcome of every finished request. Returns true
+ * if a webhook delivery gave up (a webhook.delivery_failed event was queued).
+ */
+bool
 dispatcher_queue_record(List *finished)
 {
 	enum
@@ -365,6 +368,7 @@ dispatcher_queue_record(List *finished)
 	ListCell   *lc;
 	int			i = 0;
 	int			rc;
+	bool		gave_up = false;
 
 	for (int c = 0; c < NCOLS; c++)
 	{
@@ -380,6 +384,7 @@ dispatcher_queue_record(List *finished)
 		DispatchOutcome outcome;
 
 		dispatch_decide(req, &outcome);
+		gave_up |= (req->kind == DISPATCH_WEBHOOK && strcmp(outcome.state, "failed") == 0 && !outcome.gone);
 		values[ORG][i] = UUIDPGetDatum(&req->org_id);
 		values[ID][i] = UUIDPGetDatum(&req->id);
 		values[STATE][i] = CStringGetTextDatum(outcome.state);
@@ -420,6 +425,7 @@ dispatcher_queue_record(List *finished)
 						  args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not record dispatcher outcomes: %s", SPI_result_code_string(rc));
+	return gave_up;
 }
 
 /* Call one completion hook as its role; false (with *error) if it raised. */

@@ -355,8 +355,10 @@ COMMENT ON FUNCTION donatello.retry_delivery(uuid) IS
 -- Record a batch of attempt outcomes decided by the worker, with their
 -- consequences: the attempt log, the outbox row, endpoint health, 410 and
 -- long-failing endpoints disabled, webhook.delivery_failed events for
--- exhausted deliveries. One call per batch, in the worker's transaction; the
--- rows are found through an index, never by scanning the outbox.
+-- exhausted deliveries. One call per batch, in the worker's transaction. The
+-- "o.id = ANY (ids)" is redundant with the join but lets even the cached
+-- generic plan (which cannot see how many rows the arrays hold) probe the
+-- outbox through its index instead of hashing all of it.
 CREATE FUNCTION donatello.dispatcher_record(
         org_ids uuid[], ids uuid[], states text[], next_attempts timestamptz[], attempt_nos integer[],
         started timestamptz[], latencies double precision[], statuses integer[], errors text[],
@@ -364,9 +366,6 @@ CREATE FUNCTION donatello.dispatcher_record(
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
-    -- planned with the batch's arrays in hand: a generic plan cannot see how
-    -- many rows they hold and may hash the whole outbox instead of probing it
-    SET plan_cache_mode = force_custom_plan
     AS $$
 DECLARE
     f record;
@@ -391,7 +390,7 @@ BEGIN
                    response_body = CASE WHEN o.kind = 'http' THEN r.resp_body END,
                    hook_state = CASE WHEN o.hook IS NOT NULL AND r.state <> 'pending' THEN 'pending' END
               FROM r
-             WHERE o.org_id = r.org_id AND o.id = r.id AND o.state = 'sending'
+             WHERE o.id = ANY (ids) AND o.org_id = r.org_id AND o.id = r.id AND o.state = 'sending'
             RETURNING o.org_id, o.id, o.kind, o.endpoint_id, o.event_id, o.event_type, r.state, r.next_at,
                       r.attempt_no, r.started_at, r.latency_ms, r.status, r.error, r.excerpt, r.gone),
         ins AS (
