@@ -113,7 +113,7 @@ SELECT donatello.http_enqueue('post', 'https://api.provider.example/v1/images',
     convert_to('{"prompt": "a red fox"}', 'UTF8'),
     jsonb_build_object('org_id', :'org_a', 'max_attempts', 3, 'backoff', '["2s", 4000]'::jsonb,
                        'retry_on', '["5xx", "429", "timeout"]'::jsonb, 'hook', 'on_provider_done')) AS req \gset
-SELECT kind, method, url, max_attempts, schedule_ms, retry_on, hook, hook_role::regrole, state,
+SELECT kind, method, url, max_attempts, schedule_ms, retry_on, hook, hook_role, state,
        convert_from(body, 'UTF8') AS body,
        position(convert_to('sk-provider-secret', 'UTF8') IN headers_sealed) = 0 AS credential_not_in_row,
        convert_from(donatello.secret_open('outbox_headers', id, headers_sealed), 'UTF8')::jsonb ->> 'Authorization' AS opened
@@ -146,7 +146,7 @@ SELECT donatello.http_enqueue('GET', 'https://api.provider.example/', NULL, NULL
 SELECT donatello.http_enqueue('GET', 'https://api.provider.example/', NULL, NULL,
                               jsonb_build_object('org_id', :'org_a', 'hook', 'public.on_provider_done_too')) AS req2 \gset
 RESET ROLE;
-SELECT hook::text, hook_role::regrole FROM donatello.outbox WHERE id = :'req2';
+SELECT hook, hook_role FROM donatello.outbox WHERE id = :'req2';
 
 -- settings are checked
 ALTER SYSTEM SET donatello.webhook_retry_schedule = '1min, soon';

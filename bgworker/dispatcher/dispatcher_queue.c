@@ -451,8 +451,7 @@ call_hook(Oid hook, Oid role, HeapTuple tuple, char **error)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("role %s may no longer execute completion hook %s",
-							GetUserNameFromId(role, true) ? GetUserNameFromId(role, true) : "(dropped)",
-							format_procedure(hook))));
+							GetUserNameFromId(role, false), format_procedure(hook))));
 		fmgr_info(hook, &flinfo);
 		InitFunctionCallInfoData(*fcinfo, &flinfo, 5, InvalidOid, NULL, NULL);
 		for (int a = 0; a < 5; a++)
@@ -498,7 +497,8 @@ dispatcher_queue_run_hooks(int max_hooks)
 
 	rc = SPI_execute_plan(keep_plan(&pending_plan,
 									"SELECT o.org_id, o.id, o.id, o.response_status, o.response_headers, o.response_body,"
-									"       o.last_error, o.hook::oid, o.hook_role"
+									"       o.last_error, pg_catalog.to_regprocedure(o.hook)::oid, pg_catalog.to_regrole(o.hook_role)::oid,"
+									"       o.hook, o.hook_role"
 									"  FROM donatello.outbox o WHERE o.hook_state = 'pending'"
 									" ORDER BY o.completed_at LIMIT $1 FOR UPDATE SKIP LOCKED", 1, types),
 						  values, NULL, false, 0);
@@ -511,17 +511,27 @@ dispatcher_queue_run_hooks(int max_hooks)
 	{
 		HeapTuple	tuple = pending->vals[i];
 		bool		isnull;
-		Oid			hook = DatumGetObjectId(SPI_getbinval(tuple, pending->tupdesc, 8, &isnull));
-		Oid			role = DatumGetObjectId(SPI_getbinval(tuple, pending->tupdesc, 9, &isnull));
+		bool		hook_null;
+		bool		role_null;
+		Datum		hook_datum = SPI_getbinval(tuple, pending->tupdesc, 8, &hook_null);
+		Datum		role_datum = SPI_getbinval(tuple, pending->tupdesc, 9, &role_null);
+		char	   *hook_name = SPI_getvalue(tuple, pending->tupdesc, 10);
+		char	   *role_name = SPI_getvalue(tuple, pending->tupdesc, 11);
 		char	   *error = NULL;
 		Datum		done_values[4];
 		char		done_nulls[4] = {' ', ' ', ' ', 'n'};
 
 		SPI_tuptable = pending;
-		if (!call_hook(hook, role, tuple, &error))
+		if (hook_null)
+			error = psprintf("completion hook %s does not exist any more", hook_name);
+		else if (role_null)
+			error = psprintf("role %s that queued the request does not exist any more", role_name);
+		else
+			(void) call_hook(DatumGetObjectId(hook_datum), DatumGetObjectId(role_datum), tuple, &error);
+		if (error != NULL)
 		{
 			ereport(WARNING,
-					(errmsg("donatello dispatcher: completion hook %s failed: %s", format_procedure(hook), error)));
+					(errmsg("donatello dispatcher: completion hook %s failed: %s", hook_name, error)));
 			done_nulls[3] = ' ';
 			done_values[3] = CStringGetTextDatum(error);
 		}

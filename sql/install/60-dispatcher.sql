@@ -68,8 +68,8 @@ CREATE TABLE donatello.outbox (
     schedule_ms      integer[],
     retry_on         text[],
     timeout_ms       integer,
-    hook             regprocedure,
-    hook_role        oid,
+    hook             text,          -- "schema.name(uuid,integer,jsonb,bytea,text)", resolved when run
+    hook_role        text,          -- the role that queued the request (names survive dump and restore)
     hook_state       text CHECK (hook_state IN ('pending', 'done', 'failed')),
     hook_error       text,
     state            text NOT NULL DEFAULT 'pending'

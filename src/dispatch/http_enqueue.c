@@ -325,7 +325,7 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 		ID, ORG, METHOD, URL, HEADERS, BODY, MAX_ATTEMPTS, SCHEDULE, RETRY_ON, TIMEOUT, HOOK, ROLE, NARGS
 	};
 	Oid			types[NARGS] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, BYTEAOID, INT4OID,
-	INT4ARRAYOID, TEXTARRAYOID, INT4OID, OIDOID, OIDOID};
+	INT4ARRAYOID, TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID};
 	Datum		values[NARGS];
 	char		nulls[NARGS];
 	HttpPolicy	policy;
@@ -369,8 +369,12 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 	values[RETRY_ON] = text_array(policy.retry_on);
 	values[TIMEOUT] = Int32GetDatum(policy.timeout_ms);
 	nulls[TIMEOUT] = policy.timeout_ms > 0 ? ' ' : 'n';
-	values[HOOK] = ObjectIdGetDatum(policy.hook);
-	values[ROLE] = ObjectIdGetDatum(GetUserId());
+	/* by name, not oid: a pending hook must survive a dump and restore */
+	if (OidIsValid(policy.hook))
+	{
+		values[HOOK] = CStringGetTextDatum(format_procedure_qualified(policy.hook));
+		values[ROLE] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
+	}
 	nulls[HOOK] = nulls[ROLE] = OidIsValid(policy.hook) ? ' ' : 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -388,7 +392,7 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 	}
 	dispatch_spi_exec("INSERT INTO donatello.outbox (id, org_id, kind, method, url, headers_sealed, body,"
 					  "  max_attempts, schedule_ms, retry_on, timeout_ms, hook, hook_role)"
-					  " VALUES ($1, $2, 'http', $3, $4, $5, $6, $7, $8, $9, $10, $11::regprocedure, $12)",
+					  " VALUES ($1, $2, 'http', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 					  NARGS, types, values, nulls, SPI_OK_INSERT);
 	donatello_end_as_owner(&saved);
 	SPI_finish();
