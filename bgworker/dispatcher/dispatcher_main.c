@@ -328,11 +328,15 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 				if (claim_now)
 				{
 					backlog = list_length(work.claimed) == work.max_requests;
-					next_due_at = work.next_due_ms < 0 ? 0 :
-						TimestampTzPlusMilliseconds(GetCurrentTimestamp(), work.next_due_ms);
-					/* due but not claimed: rows locked by another transaction; look again soon */
-					if (!backlog && work.next_due_ms == 0)
+					if (backlog || work.next_due_ms < 0)
+						next_due_at = 0;	/* a backlog is claimed as room frees up */
+					else if (work.next_due_ms == 0)
+					{
+						/* due but not claimed: rows locked by another transaction; look again soon */
 						next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50);
+					}
+					else
+						next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), work.next_due_ms);
 					need_claim = false;
 				}
 			}
