@@ -28,6 +28,21 @@ OBJS = \
 	src/rbac/rbac_invalidate.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
+# credentials (issue 3)
+OBJS += \
+	src/credentials/common.o \
+	src/credentials/password.o \
+	src/credentials/guard.o \
+	src/credentials/deferred.o \
+	src/credentials/login.o \
+	src/credentials/totp.o \
+	src/credentials/mfa.o \
+	src/credentials/sessions.o \
+	src/credentials/jwt.o \
+	src/credentials/credcache.o \
+	src/credentials/apikey.o \
+	src/credentials/apikey_usage.o \
+	src/credentials/ratelimit.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
