@@ -59,6 +59,7 @@ SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
 REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
+REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -483,6 +483,8 @@ BEGIN
     RETURN caller;
 END
 $$;
+COMMENT ON FUNCTION donatello.check_credential_manager(uuid, text) IS
+    'DNP01 unless the current principal may manage target_user''s credentials; returns the caller';
 
 CREATE FUNCTION donatello_api.login(email text, password text, org_slug text DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -594,6 +596,7 @@ BEGIN
     RETURN result;
 END
 $$;
+COMMENT ON FUNCTION donatello.api_key_owner(uuid) IS 'the user an API key belongs to; DNV02 if the key does not exist';
 
 CREATE FUNCTION donatello_api.rotate_api_key(key_id uuid) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
