@@ -19,6 +19,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -38,6 +39,7 @@ PG_FUNCTION_INFO_V1(donatello_flush_api_key_usage);
 typedef struct UsageEntry
 {
 	pg_uuid_t	key_id;			/* hash key; must be first */
+	Oid			dboid;
 	int64		count;
 	TimestampTz last_used;
 } UsageEntry;
@@ -108,6 +110,41 @@ usage_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		deferred_wake_flusher();
 }
 
+/* Remove the shared counts of databases that no longer exist. */
+static void
+usage_drop_dropped_databases(void)
+{
+	HASH_SEQ_STATUS seq;
+	UsageEntry *e;
+	Oid			others[16];
+	int			nothers = 0,
+				i;
+
+	LWLockAcquire(usage_lock, LW_SHARED);
+	hash_seq_init(&seq, shared_usage);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		bool		known = false;
+
+		for (i = 0; i < nothers; i++)
+			known |= others[i] == e->dboid;
+		if (!known && e->dboid != MyDatabaseId && nothers < (int) lengthof(others))
+			others[nothers++] = e->dboid;
+	}
+	LWLockRelease(usage_lock);
+	for (i = 0; i < nothers; i++)
+	{
+		if (cred_database_exists(others[i]))
+			continue;
+		LWLockAcquire(usage_lock, LW_EXCLUSIVE);
+		hash_seq_init(&seq, shared_usage);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			if (e->dboid == others[i])
+				hash_search(shared_usage, &e->key_id, HASH_REMOVE, NULL);
+		LWLockRelease(usage_lock);
+	}
+}
+
 /* Count one use of a key in this backend. */
 void
 apikey_usage_count(const pg_uuid_t *key_id)
@@ -132,14 +169,18 @@ apikey_usage_count(const pg_uuid_t *key_id)
 	}
 	e = hash_search(local_usage, key_id, HASH_ENTER, &found);
 	if (!found)
+	{
 		e->count = 0;
+		e->dboid = MyDatabaseId;
+	}
 	e->count++;
 	e->last_used = GetCurrentTransactionStartTimestamp();
 }
 
 /*
- * Move the shared counts into api_keys (SPI connected, as the extension
- * owner). Returns the number of keys updated.
+ * Move this database's shared counts into api_keys (SPI connected, as the
+ * extension owner); drop those of databases that no longer exist. Returns
+ * the number of keys updated.
  */
 int
 apikey_usage_flush(void)
@@ -158,10 +199,13 @@ apikey_usage_flush(void)
 	hash_seq_init(&seq, shared_usage);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
+		if (e->dboid != MyDatabaseId)
+			continue;
 		copies[n++] = *e;
 		hash_search(shared_usage, &e->key_id, HASH_REMOVE, NULL);
 	}
 	LWLockRelease(usage_lock);
+	usage_drop_dropped_databases();
 
 	for (i = 0; i < n; i++)
 	{

@@ -15,6 +15,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "donatello.h"
@@ -265,4 +266,11 @@ Jsonb *
 cred_jsonb_from_cstring(const char *json)
 {
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* Does a database with this oid still exist (items queued by a dropped database are dropped)? */
+bool
+cred_database_exists(Oid dboid)
+{
+	return SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
 }

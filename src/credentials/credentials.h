@@ -49,6 +49,7 @@ extern void cred_spi_exec(const char *sql, int nargs, const Oid *types, const Da
 extern char *cred_timestamp_string(TimestampTz t);
 extern void cred_json_add_string(StringInfo buf, const char *key, const char *value);
 extern Jsonb *cred_jsonb_from_cstring(const char *json);
+extern bool cred_database_exists(Oid dboid);
 
 /* ---- password.c ---- */
 extern char *password_hash_cstring(const char *password);

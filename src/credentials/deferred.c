@@ -14,10 +14,15 @@
  * revocation is written, session_revocation_pending() makes jwt_verify and
  * refresh treat the session as revoked.
  *
- * Flushes are serialized by a transaction-level advisory lock; a flush reads
- * the queue without removing anything and, at its commit, drops what it
- * wrote (a transaction callback), so a flush that fails loses nothing and a
- * second flusher waits for the first and then writes only the rest.
+ * Items carry their database: a flush writes only its own database's items
+ * (the maintenance worker runs in donatello.database; another database's
+ * items wait for donatello.flush_security_events() there), and drops the
+ * items of databases that no longer exist. Flushes in one database are
+ * serialized by a transaction-level advisory lock; a flush reads the queue
+ * without removing anything and, at its commit, marks what it wrote done and
+ * moves the tail past done items (a transaction callback), so a flush that
+ * fails loses nothing and a second flusher waits for the first and then
+ * writes only the rest.
  *
  * Locking: the queue (a ring of DEFERRED_CAPACITY fixed-size items) is
  * guarded by one LWLock of the "donatello_deferred" tranche, held to copy
@@ -34,6 +39,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -56,6 +62,8 @@ typedef enum DeferredKind
 typedef struct DeferredItem
 {
 	int			kind;
+	Oid			dboid;			/* database the item belongs to */
+	bool		done;			/* written by a committed flush */
 	bool		has_user;
 	pg_uuid_t	org_id;
 	pg_uuid_t	id;				/* user (event) or session (revocation) */
@@ -80,8 +88,9 @@ static LWLock *deferred_lock = NULL;
 /* donatello.credentials_flush_interval (ms) */
 static int	flush_interval_ms = 1000;
 
-/* position up to which this backend's running flush wrote; applied at commit */
-static uint64 flushed_upto = 0;
+/* queue positions this backend's running flush wrote; marked done at commit */
+static uint64 *flushed_positions = NULL;
+static int	flushed_count = 0;
 static bool flush_pending = false;
 static bool callback_registered = false;
 
@@ -196,6 +205,7 @@ security_event_defer(const pg_uuid_t *org_id, const pg_uuid_t *user_id, const ch
 
 	memset(&item, 0, sizeof(item));
 	item.kind = DEFERRED_EVENT;
+	item.dboid = MyDatabaseId;
 	memcpy(&item.org_id, org_id, sizeof(pg_uuid_t));
 	if (user_id)
 	{
@@ -220,6 +230,7 @@ session_revoke_defer(const pg_uuid_t *org_id, const pg_uuid_t *session_id, const
 
 	memset(&item, 0, sizeof(item));
 	item.kind = DEFERRED_SESSION_REVOKE;
+	item.dboid = MyDatabaseId;
 	memcpy(&item.org_id, org_id, sizeof(pg_uuid_t));
 	memcpy(&item.id, session_id, sizeof(pg_uuid_t));
 	item.at = GetCurrentTimestamp();
@@ -241,24 +252,33 @@ session_revocation_pending(const pg_uuid_t *session_id)
 	{
 		DeferredItem *item = &deferred->items[i % DEFERRED_CAPACITY];
 
-		pending = item->kind == DEFERRED_SESSION_REVOKE &&
+		pending = item->kind == DEFERRED_SESSION_REVOKE && !item->done &&
+			item->dboid == MyDatabaseId &&
 			memcmp(&item->id, session_id, sizeof(pg_uuid_t)) == 0;
 	}
 	LWLockRelease(deferred_lock);
 	return pending;
 }
 
-/* At the commit of a flush, drop the items it wrote; at abort, keep them. */
+/*
+ * At the commit of a flush, mark the items it wrote done and move the tail
+ * past every done item; at abort, keep them for the next flush.
+ */
 static void
 deferred_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
+	int			i;
+
 	if (!flush_pending)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
 		LWLockAcquire(deferred_lock, LW_EXCLUSIVE);
-		if (flushed_upto > deferred->tail)
-			deferred->tail = flushed_upto;
+		for (i = 0; i < flushed_count; i++)
+			if (flushed_positions[i] >= deferred->tail && flushed_positions[i] < deferred->head)
+				deferred->items[flushed_positions[i] % DEFERRED_CAPACITY].done = true;
+		while (deferred->tail < deferred->head && deferred->items[deferred->tail % DEFERRED_CAPACITY].done)
+			deferred->tail++;
 		LWLockRelease(deferred_lock);
 		flush_pending = false;
 	}
@@ -309,9 +329,10 @@ deferred_write(const DeferredItem *item)
 }
 
 /*
- * Write the queue and the login guard's counters, in the current transaction
- * (SPI connected, running as the extension owner). Returns the number of
- * queued items written.
+ * Write this database's queued items and the login guard's counters, in the
+ * current transaction (SPI connected, running as the extension owner); items
+ * of databases that no longer exist are dropped. Returns the number of items
+ * written.
  */
 static int
 deferred_flush(void)
@@ -320,7 +341,8 @@ deferred_flush(void)
 				upto,
 				i;
 	DeferredItem *copy;
-	int			n;
+	int			n = 0,
+				written = 0;
 
 	if (deferred == NULL)
 		return 0;
@@ -329,26 +351,40 @@ deferred_flush(void)
 		RegisterXactCallback(deferred_xact_callback, NULL);
 		callback_registered = true;
 	}
-	/* serialize flushes until commit; the key is ('d' << 8 | 'n', 1) */
+	/* serialize this database's flushes until commit; the key is ('d' << 8 | 'n', 1) */
 	cred_spi_exec("SELECT pg_catalog.pg_advisory_xact_lock(25710, 1)", 0, NULL, NULL, NULL, SPI_OK_SELECT);
 
 	LWLockAcquire(deferred_lock, LW_SHARED);
 	from = deferred->tail;
 	upto = deferred->head;
-	n = (int) (upto - from);
-	copy = palloc(sizeof(DeferredItem) * Max(n, 1));
+	copy = palloc(sizeof(DeferredItem) * Max(upto - from, 1));
 	for (i = from; i < upto; i++)
 		copy[i - from] = deferred->items[i % DEFERRED_CAPACITY];
 	LWLockRelease(deferred_lock);
 
-	for (i = 0; i < (uint64) n; i++)
-		deferred_write(&copy[i]);
+	if (flushed_positions == NULL)
+		flushed_positions = MemoryContextAlloc(TopMemoryContext, sizeof(uint64) * DEFERRED_CAPACITY);
+	for (i = from; i < upto; i++)
+	{
+		DeferredItem *item = &copy[i - from];
+
+		if (item->done)
+			continue;
+		if (item->dboid == MyDatabaseId)
+		{
+			deferred_write(item);
+			written++;
+		}
+		else if (cred_database_exists(item->dboid))
+			continue;
+		flushed_positions[n++] = i;
+	}
 	pfree(copy);
 
-	flushed_upto = upto;
+	flushed_count = n;
 	flush_pending = true;
 	guard_flush();
-	return n;
+	return written;
 }
 
 /* Maintenance task: flush (the worker runs it as a superuser, SPI connected). */

@@ -47,6 +47,7 @@ typedef struct GuardEntry
 {
 	pg_uuid_t	user_id;		/* hash key; must be first */
 	pg_uuid_t	org_id;
+	Oid			dboid;			/* database of the user */
 	int			failures[2];
 	TimestampTz locked_until[2];
 	TimestampTz touched;
@@ -127,6 +128,7 @@ guard_entry(const pg_uuid_t *user_id, const pg_uuid_t *org_id, const GuardState 
 	if (!found)
 	{
 		memcpy(&e->org_id, org_id, sizeof(pg_uuid_t));
+		e->dboid = MyDatabaseId;
 		e->failures[0] = seed ? seed->failures[0] : 0;
 		e->failures[1] = seed ? seed->failures[1] : 0;
 		e->locked_until[0] = seed ? seed->locked_until[0] : 0;
@@ -256,8 +258,9 @@ guard_unlock(const pg_uuid_t *user_id)
 }
 
 /*
- * Write every dirty entry to donatello.user_credentials (SPI connected by the
- * caller, as the extension owner). Returns the number of rows written.
+ * Write every dirty entry of this database to donatello.user_credentials (SPI
+ * connected by the caller, as the extension owner), and forget the entries of
+ * databases that no longer exist. Returns the number of rows written.
  */
 int
 guard_flush(void)
@@ -279,9 +282,15 @@ guard_flush(void)
 		if (!e->dirty)
 			continue;
 		copies[n++] = *e;
-		e->dirty = false;
+		if (e->dboid == MyDatabaseId)
+			e->dirty = false;
 	}
 	LWLockRelease(guard_lock);
+
+	/* entries of dropped databases: drop them (they were copied above) */
+	for (i = 0; i < n; i++)
+		if (copies[i].dboid != MyDatabaseId && !cred_database_exists(copies[i].dboid))
+			guard_unlock(&copies[i].user_id);
 
 	for (i = 0; i < n; i++)
 	{
@@ -289,6 +298,8 @@ guard_flush(void)
 		Datum		args[6];
 		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
+		if (copies[i].dboid != MyDatabaseId)
+			continue;
 		args[0] = cred_uuid_datum(&copies[i].user_id);
 		args[1] = cred_uuid_datum(&copies[i].org_id);
 		args[2] = Int32GetDatum(copies[i].failures[GUARD_PASSWORD]);
