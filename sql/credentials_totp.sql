@@ -30,6 +30,14 @@ SELECT rfc.t AS unix_time, rfc.algorithm,
 SELECT donatello.totp_code('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', to_timestamp(59)) AS six_digits,
        donatello.totp_code('gezd gnbv gy3t qojq gezd gnbv gy3t qojq====', to_timestamp(59)) AS same;
 
+-- totp_verify: one step either side of "at" (the RFC code of t=59 is for step 1: 30..59 s)
+SELECT at, donatello.totp_verify('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', '287082', to_timestamp(at)) AS accepted
+  FROM unnest(ARRAY[0, 29, 30, 59, 60, 89, 90, 120]) AS at;
+SELECT donatello.totp_verify('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', '94287082', to_timestamp(59), 8) AS eight_digits,
+       donatello.totp_verify('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', '287083', to_timestamp(59)) AS wrong_code,
+       donatello.totp_verify('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', '28708', to_timestamp(59)) AS too_short,
+       donatello.totp_verify('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', ' 287082', to_timestamp(59)) AS not_digits;
+
 -- bad arguments
 SELECT donatello.totp_code('not base32!', now());
 SELECT donatello.totp_code('GEZDGNBV', now(), 5);

@@ -317,6 +317,15 @@ CREATE FUNCTION donatello.totp_code(secret_base32 text, at timestamptz DEFAULT p
 COMMENT ON FUNCTION donatello.totp_code(text, timestamptz, integer, text, integer) IS
     'RFC 6238 TOTP code of a base32 secret at a time';
 
+CREATE FUNCTION donatello.totp_verify(secret_base32 text, code text, at timestamptz DEFAULT pg_catalog.now(),
+                                      digits integer DEFAULT 6, algorithm text DEFAULT 'sha1',
+                                      period integer DEFAULT 30)
+    RETURNS boolean
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'donatello_totp_verify';
+COMMENT ON FUNCTION donatello.totp_verify(text, text, timestamptz, integer, text, integer) IS
+    'true when code is the TOTP code of the secret at "at" or one step either side (no replay state)';
+
 CREATE FUNCTION donatello.hotp_code(secret bytea, counter bigint, digits integer DEFAULT 6,
                                     algorithm text DEFAULT 'sha1')
     RETURNS text
@@ -446,6 +455,7 @@ GRANT EXECUTE ON FUNCTION
     donatello.jwt_verify(text),
     donatello.verify_api_key(text, text),
     donatello.totp_code(text, timestamptz, integer, text, integer),
+    donatello.totp_verify(text, text, timestamptz, integer, text, integer),
     donatello.hotp_code(bytea, bigint, integer, text),
     donatello.rate_limit_take(text, integer, interval)
     TO donatello_anon, donatello_user, donatello_service;

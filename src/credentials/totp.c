@@ -23,6 +23,7 @@
 
 PG_FUNCTION_INFO_V1(donatello_totp_code);
 PG_FUNCTION_INFO_V1(donatello_hotp_code);
+PG_FUNCTION_INFO_V1(donatello_totp_verify);
 
 static const char base32_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
@@ -251,11 +252,67 @@ donatello_hotp_code(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(code));
 }
 
+/* Decode a base32 secret argument; DNV01 (never showing it) when invalid. */
+static void
+secret_argument(text *arg, uint8 **secret, size_t *secret_len)
+{
+	char	   *b32 = text_to_cstring(arg);
+
+	if (!base32_decode(b32, secret, secret_len) || *secret_len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				 errmsg("TOTP secret is not valid base32"),
+				 errhint("Use the letters A-Z and the digits 2-7 (RFC 4648).")));
+}
+
+/* Raise DNV01 unless period is 1 to 3600 seconds and at a finite time after 1970. */
+static void
+check_period_and_time(int period, TimestampTz at)
+{
+	if (period < 1 || period > 3600)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				 errmsg("TOTP period must be between 1 and 3600 seconds, not %d", period)));
+	if (TIMESTAMP_NOT_FINITE(at))
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				 errmsg("TOTP time must be finite")));
+	if (totp_step(at, period) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				 errmsg("TOTP time must not be before 1970-01-01")));
+}
+
+/*
+ * donatello.totp_verify(secret_base32 text, code text, at timestamptz, digits int,
+ * algorithm text, period int) returns boolean: is code valid at "at", one step
+ * either side? Pure: replay protection needs the stored last step, which
+ * totp_activate and login_mfa keep.
+ */
+Datum
+donatello_totp_verify(PG_FUNCTION_ARGS)
+{
+	char	   *code = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	TimestampTz at = PG_GETARG_TIMESTAMPTZ(2);
+	int			digits = PG_GETARG_INT32(3);
+	TotpAlgorithm alg = totp_parse_algorithm(text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	int			period = PG_GETARG_INT32(5);
+	uint8	   *secret;
+	size_t		secret_len;
+	bool		ok;
+
+	check_digits(digits);
+	check_period_and_time(period, at);
+	secret_argument(PG_GETARG_TEXT_PP(0), &secret, &secret_len);
+	ok = totp_match(secret, secret_len, code, digits, alg, period, at, -1) >= 0;
+	OPENSSL_cleanse(secret, secret_len);
+	PG_RETURN_BOOL(ok);
+}
+
 /* donatello.totp_code(secret_base32 text, at timestamptz, digits int, algorithm text, period int) returns text */
 Datum
 donatello_totp_code(PG_FUNCTION_ARGS)
 {
-	char	   *secret_b32 = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	TimestampTz at = PG_GETARG_TIMESTAMPTZ(1);
 	int			digits = PG_GETARG_INT32(2);
 	TotpAlgorithm alg = totp_parse_algorithm(text_to_cstring(PG_GETARG_TEXT_PP(3)));
@@ -266,24 +323,10 @@ donatello_totp_code(PG_FUNCTION_ARGS)
 	char		code[9];
 
 	check_digits(digits);
-	if (period < 1 || period > 3600)
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
-				 errmsg("TOTP period must be between 1 and 3600 seconds, not %d", period)));
-	if (TIMESTAMP_NOT_FINITE(at))
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
-				 errmsg("TOTP time must be finite")));
-	if (!base32_decode(secret_b32, &secret, &secret_len) || secret_len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
-				 errmsg("TOTP secret is not valid base32"),
-				 errhint("Use the letters A-Z and the digits 2-7 (RFC 4648).")));
+	check_period_and_time(period, at);
+	secret_argument(PG_GETARG_TEXT_PP(0), &secret, &secret_len);
 	step = totp_step(at, period);
-	if (step < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
-				 errmsg("TOTP time must not be before 1970-01-01")));
 	hotp_format(hotp_value(secret, secret_len, (uint64) step, digits, alg), digits, code);
+	OPENSSL_cleanse(secret, secret_len);
 	PG_RETURN_TEXT_P(cstring_to_text(code));
 }
