@@ -10,6 +10,9 @@
 #include "postgres.h"
 
 #include <sodium.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -273,4 +276,39 @@ bool
 cred_database_exists(Oid dboid)
 {
 	return SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
+}
+
+/* HMAC contexts, one per digest, fetched once per backend (fetching per call costs more than the MAC) */
+static EVP_MAC *hmac_algorithm = NULL;
+static EVP_MAC_CTX *hmac_contexts[3];
+
+/* HMAC of data with key under SHA-1, SHA-256 or SHA-512; returns the MAC length. */
+size_t
+cred_hmac(CredDigest digest, const void *key, size_t keylen, const void *data, size_t len,
+		  uint8 out[CRED_HMAC_MAX_BYTES])
+{
+	static const char *const names[3] = {"SHA1", "SHA256", "SHA512"};
+	EVP_MAC_CTX *ctx;
+	size_t		outlen = 0;
+
+	if (hmac_algorithm == NULL && (hmac_algorithm = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL)
+		elog(ERROR, "OpenSSL has no HMAC");
+	ctx = hmac_contexts[digest];
+	if (ctx == NULL)
+	{
+		OSSL_PARAM	params[2];
+
+		ctx = EVP_MAC_CTX_new(hmac_algorithm);
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, unconstify(char *, names[digest]), 0);
+		params[1] = OSSL_PARAM_construct_end();
+		if (ctx == NULL || EVP_MAC_CTX_set_params(ctx, params) != 1)
+			elog(ERROR, "could not set up HMAC-%s", names[digest]);
+		hmac_contexts[digest] = ctx;
+	}
+	/* an empty key is legal HMAC but OpenSSL wants a non-NULL pointer */
+	if (EVP_MAC_init(ctx, keylen > 0 ? key : (const void *) "", keylen, NULL) != 1 ||
+		EVP_MAC_update(ctx, data, len) != 1 ||
+		EVP_MAC_final(ctx, out, &outlen, CRED_HMAC_MAX_BYTES) != 1)
+		elog(ERROR, "HMAC-%s failed", names[digest]);
+	return outlen;
 }

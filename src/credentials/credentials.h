@@ -31,6 +31,17 @@ extern int	refresh_token_lifetime_seconds;
 extern void credentials_init(void);
 
 #define CRED_SHA256_BYTES 32
+#define CRED_HMAC_MAX_BYTES 64
+
+typedef enum CredDigest
+{
+	CRED_SHA1 = 0,
+	CRED_SHA256 = 1,
+	CRED_SHA512 = 2
+} CredDigest;
+
+extern size_t cred_hmac(CredDigest digest, const void *key, size_t keylen, const void *data,
+						size_t len, uint8 out[CRED_HMAC_MAX_BYTES]);
 
 extern void cred_sha256(const void *data, size_t len, uint8 out[CRED_SHA256_BYTES]);
 extern bytea *cred_sha256_bytea(const char *s);

@@ -24,7 +24,6 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/pem.h>
 
 #include "common/jsonapi.h"
@@ -208,12 +207,9 @@ jwt_signature(const char *data, size_t len, size_t *siglen)
 	if (jwt_algorithm == JWT_HS256)
 	{
 		const char *secret = jwt_hs256_secret();
-		unsigned int n = 0;
 
-		sig = palloc(EVP_MAX_MD_SIZE);
-		if (HMAC(EVP_sha256(), secret, (int) strlen(secret), (const uint8 *) data, len, sig, &n) == NULL)
-			elog(ERROR, "HMAC-SHA256 failed");
-		*siglen = n;
+		sig = palloc(CRED_HMAC_MAX_BYTES);
+		*siglen = cred_hmac(CRED_SHA256, secret, strlen(secret), data, len, sig);
 		return sig;
 	}
 	else

@@ -11,8 +11,6 @@
 #include "postgres.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "datatype/timestamp.h"
 #include "utils/builtins.h"
@@ -74,9 +72,8 @@ uint32
 hotp_value(const uint8 *secret, size_t secret_len, uint64 counter, int digits, TotpAlgorithm alg)
 {
 	uint8		msg[8];
-	uint8		mac[EVP_MAX_MD_SIZE];
-	unsigned int mac_len = 0;
-	const EVP_MD *md = alg == TOTP_SHA256 ? EVP_sha256() : alg == TOTP_SHA512 ? EVP_sha512() : EVP_sha1();
+	uint8		mac[CRED_HMAC_MAX_BYTES];
+	size_t		mac_len;
 	int			offset,
 				i;
 	uint32		binary,
@@ -87,8 +84,8 @@ hotp_value(const uint8 *secret, size_t secret_len, uint64 counter, int digits, T
 		msg[i] = (uint8) (counter & 0xff);
 		counter >>= 8;
 	}
-	if (HMAC(md, secret, (int) secret_len, msg, sizeof(msg), mac, &mac_len) == NULL)
-		elog(ERROR, "HMAC failed in the one-time password computation");
+	mac_len = cred_hmac(alg == TOTP_SHA256 ? CRED_SHA256 : alg == TOTP_SHA512 ? CRED_SHA512 : CRED_SHA1,
+						secret, secret_len, msg, sizeof(msg), mac);
 	offset = mac[mac_len - 1] & 0x0f;
 	binary = ((uint32) (mac[offset] & 0x7f) << 24) |
 		((uint32) mac[offset + 1] << 16) |
