@@ -483,7 +483,7 @@ donatello_create_api_key(PG_FUNCTION_ARGS)
 	cred_spi_uuid(0, 1, &org_id);
 	if (!cred_spi_bool(0, 2, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s is deactivated", cred_uuid_string(&user_id)),
 				 errhint("Deactivated users cannot hold API keys.")));
 	json = apikey_insert(&user_id, &org_id, name, scopes, !PG_ARGISNULL(3),
@@ -535,7 +535,7 @@ donatello_rotate_api_key(PG_FUNCTION_ARGS)
 	expires_at = cred_spi_timestamp(0, 5, 0);
 	if (cred_spi_bool(0, 6, false) || cred_spi_bool(0, 7, false) || (expires_at != 0 && expires_at <= now))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("API key %s cannot be rotated: it is revoked, expired or already rotated",
 						cred_uuid_string(&key_id)),
 				 errhint("Create a new key with create_api_key().")));

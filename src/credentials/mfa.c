@@ -178,7 +178,7 @@ mfa_user(const pg_uuid_t *user_id, pg_uuid_t *org_id, char **email)
 	*email = cred_spi_text(0, 2);
 	if (!cred_spi_bool(0, 3, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s is deactivated", cred_uuid_string(user_id))));
 }
 
@@ -212,7 +212,7 @@ donatello_totp_enroll(PG_FUNCTION_ARGS)
 				  1, types, args, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0 && cred_spi_bool(0, 1, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("MFA is already active for user %s", cred_uuid_string(&user_id)),
 				 errhint("Turn it off with donatello.totp_disable() before enrolling again.")));
 	cred_spi_exec("DELETE FROM donatello.totp_credentials WHERE user_id = $1", 1, types, args, NULL,
@@ -375,7 +375,7 @@ donatello_totp_activate(PG_FUNCTION_ARGS)
 	mfa_user(&user_id, &org_id, &email);
 	if (!totp_row(&user_id, &row))
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s has not enrolled in TOTP", cred_uuid_string(&user_id)),
 				 errhint("Call donatello.totp_enroll() first.")));
 	mfa_seed(&user_id, &seed);
