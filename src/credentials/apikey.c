@@ -175,11 +175,11 @@ scope_granted(char **scopes, int n, const char *required)
 	return false;
 }
 
-/* Fill a cache entry from the lookup row (SPI result row 0). */
+/* Fill an entry from the lookup row (SPI result row 0), allocating in cxt. */
 static void
-apikey_fill_entry(ApiKeyCacheEntry *e)
+apikey_fill_entry(ApiKeyCacheEntry *e, MemoryContext cxt)
 {
-	MemoryContext old = MemoryContextSwitchTo(key_cache_cxt);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 	bool		isnull;
 	Datum		scopes_datum;
 	Datum	   *elems;
@@ -221,9 +221,12 @@ apikey_fill_entry(ApiKeyCacheEntry *e)
 	MemoryContextSwitchTo(old);
 }
 
-/* Read the key row for a hash into e; false when there is none. */
+/*
+ * Read the key row for a hash into e, allocating in cxt (the cache's context,
+ * or the caller's when the entry will not be cached); false when there is none.
+ */
 static bool
-apikey_lookup(const uint8 *hash, ApiKeyCacheEntry *e)
+apikey_lookup(const uint8 *hash, ApiKeyCacheEntry *e, MemoryContext cxt)
 {
 	DonatelloSavedUser saved;
 	bytea	   *arg = palloc(VARHDRSZ + CRED_SHA256_BYTES);
@@ -259,10 +262,22 @@ apikey_lookup(const uint8 *hash, ApiKeyCacheEntry *e)
 		elog(ERROR, "API key query failed: %s", SPI_result_code_string(rc));
 	found = SPI_processed == 1;
 	if (found)
-		apikey_fill_entry(e);
+		apikey_fill_entry(e, cxt);
 	donatello_end_as_owner(&saved);
 	SPI_finish();
 	return found;
+}
+
+/* Free what a stale cache entry points to (it is about to be overwritten). */
+static void
+apikey_free_entry(ApiKeyCacheEntry *e)
+{
+	int			i;
+
+	for (i = 0; i < e->nscopes; i++)
+		pfree(e->scopes[i]);
+	pfree(e->scopes);
+	pfree(e->result);
 }
 
 /* Create the cache (or empty it when it grew too large). */
@@ -304,7 +319,7 @@ apikey_verify_cstring(const char *key, const char *required_scope)
 	if (e == NULL || e->generation != generation)
 	{
 		memset(&fresh, 0, sizeof(fresh));
-		if (!apikey_lookup(hash, &fresh))
+		if (!apikey_lookup(hash, &fresh, usable ? key_cache_cxt : CurrentMemoryContext))
 			ereport(ERROR,
 					(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 					 errmsg("invalid API key"),
@@ -314,6 +329,8 @@ apikey_verify_cstring(const char *key, const char *required_scope)
 			bool		found;
 
 			e = hash_search(key_cache, hash, HASH_ENTER, &found);
+			if (found)
+				apikey_free_entry(e);
 			memcpy(fresh.hash, hash, CRED_SHA256_BYTES);
 			fresh.generation = generation;
 			*e = fresh;
