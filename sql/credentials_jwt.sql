@@ -15,6 +15,7 @@ CREATE FUNCTION pg_temp.b64url(t text) RETURNS text LANGUAGE sql AS $$
     SELECT rtrim(translate(encode(convert_to(t, 'UTF8'), 'base64'), E'+/\n', '-_'), '=')
 $$;
 
+SET donatello.jwt_secret = '';
 SELECT pg_temp.try($$SELECT donatello.jwt_sign('{"sub": "x"}')$$);
 SET donatello.jwt_secret = 'too-short';
 SELECT pg_temp.try($$SELECT donatello.jwt_sign('{"sub": "x"}')$$);

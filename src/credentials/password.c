@@ -35,7 +35,6 @@ PG_FUNCTION_INFO_V1(donatello_set_password);
 
 #define PASSWORD_MIN_LENGTH 12
 #define PASSWORD_MAX_BYTES 1024
-#define PASSWORD_HISTORY 5
 
 /* donatello.password_memory (kB) and donatello.password_iterations */
 static int	password_memory_kb = 65536;
