@@ -66,6 +66,7 @@ extern bool cred_database_exists(Oid dboid);
 extern char *password_hash_cstring(const char *password);
 extern bool password_verify_cstring(const char *password, const char *hash);
 extern bool password_needs_rehash(const char *hash);
+extern void password_dummy_prepare(void);
 extern void password_dummy_verify(const char *password);
 extern void password_init(void);
 

@@ -210,6 +210,7 @@ donatello_login(PG_FUNCTION_ARGS)
 		login_invalid();
 	email = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	password = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	password_dummy_prepare();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in login");

@@ -112,26 +112,36 @@ password_needs_rehash(const char *hash)
 										  (size_t) password_memory_kb * 1024) != 0;
 }
 
-/* Spend the time of one verification on a dummy hash (unknown users). */
+/*
+ * Make the dummy hash for unknown users if it is missing or the cost settings
+ * changed. login calls this first, whoever logs in, so that making it never
+ * shows in the time of an unknown-email attempt only.
+ */
+void
+password_dummy_prepare(void)
+{
+	char		random_password[33];
+	uint8		raw[16];
+	char	   *hash;
+
+	if (dummy_hash != NULL && dummy_memory_kb == password_memory_kb &&
+		dummy_iterations == password_iterations)
+		return;
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(random_password, sizeof(random_password), raw, sizeof(raw));
+	hash = password_hash_cstring(random_password);
+	if (dummy_hash)
+		pfree(dummy_hash);
+	dummy_hash = MemoryContextStrdup(TopMemoryContext, hash);
+	dummy_memory_kb = password_memory_kb;
+	dummy_iterations = password_iterations;
+}
+
+/* Spend the time of one verification on the dummy hash (unknown users). */
 void
 password_dummy_verify(const char *password)
 {
-	if (dummy_hash == NULL || dummy_memory_kb != password_memory_kb ||
-		dummy_iterations != password_iterations)
-	{
-		char		random_password[33];
-		uint8		raw[16];
-		char	   *hash;
-
-		randombytes_buf(raw, sizeof(raw));
-		sodium_bin2hex(random_password, sizeof(random_password), raw, sizeof(raw));
-		hash = password_hash_cstring(random_password);
-		if (dummy_hash)
-			pfree(dummy_hash);
-		dummy_hash = MemoryContextStrdup(TopMemoryContext, hash);
-		dummy_memory_kb = password_memory_kb;
-		dummy_iterations = password_iterations;
-	}
+	password_dummy_prepare();
 	(void) password_verify_cstring(strlen(password) > PASSWORD_MAX_BYTES ? "" : password, dummy_hash);
 }
 
