@@ -114,6 +114,11 @@ SELECT donatello_api.create_api_key('made by admin', '{}', NULL, :'kim') ? 'key'
 SELECT donatello_api.revoke_api_key((:'own'::jsonb ->> 'key_id')::uuid, 'offboarding');
 SELECT revoked_reason FROM donatello.api_keys WHERE id = (:'own'::jsonb ->> 'key_id')::uuid;
 SELECT count(*) AS kims_keys_seen_by_admin FROM donatello_api.api_keys(:'kim');
+-- org admins unlock users of their organization; members cannot
+SELECT donatello_api.unlock_user(:'kim');
+SELECT set_config('request.jwt.claims', json_build_object('sub', :'kim', 'org', :'org')::text, false) IS NOT NULL AS as_kim;
+SELECT pg_temp.try(format('SELECT donatello_api.unlock_user(%L)', :'ada'));
+SELECT set_config('request.jwt.claims', json_build_object('sub', :'ada', 'org', :'org')::text, false) IS NOT NULL AS as_ada;
 SELECT set_config('request.jwt.claims', '', false) = '' AS as_nobody;
 SELECT pg_temp.try($$SELECT donatello_api.create_api_key('nobody')$$);
 RESET ROLE;

@@ -630,6 +630,18 @@ END
 $$;
 COMMENT ON FUNCTION donatello_api.revoke_api_key(uuid, text) IS 'revoke an API key at once';
 
+CREATE FUNCTION donatello_api.unlock_user(user_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM donatello.check_credential_manager(unlock_user.user_id, 'user:manage');
+    PERFORM donatello.unlock_user(unlock_user.user_id);
+END
+$$;
+COMMENT ON FUNCTION donatello_api.unlock_user(uuid) IS
+    'clear a user''s login and MFA lockouts (needs user:manage in the user''s organization)';
+
 GRANT EXECUTE ON FUNCTION
     donatello_api.login(text, text, text),
     donatello_api.login_mfa(text, text),
@@ -642,5 +654,6 @@ GRANT EXECUTE ON FUNCTION
     donatello_api.create_api_key(text, text[], timestamptz, uuid),
     donatello_api.api_keys(uuid),
     donatello_api.rotate_api_key(uuid),
-    donatello_api.revoke_api_key(uuid, text)
+    donatello_api.revoke_api_key(uuid, text),
+    donatello_api.unlock_user(uuid)
     TO donatello_user, donatello_service;
