@@ -456,9 +456,10 @@ GRANT EXECUTE ON FUNCTION
     donatello.verify_api_key(text, text),
     donatello.totp_code(text, timestamptz, integer, text, integer),
     donatello.totp_verify(text, text, timestamptz, integer, text, integer),
-    donatello.hotp_code(bytea, bigint, integer, text),
-    donatello.rate_limit_take(text, integer, interval)
+    donatello.hotp_code(bytea, bigint, integer, text)
     TO donatello_anon, donatello_user, donatello_service;
+-- not to anon/user: anyone able to create buckets with long periods could fill the table
+GRANT EXECUTE ON FUNCTION donatello.rate_limit_take(text, integer, interval) TO donatello_service;
 
 -- ---------------------------------------------------------------------------
 -- donatello_api: what an HTTP client needs
