@@ -211,7 +211,7 @@ CREATE FUNCTION donatello.flush_security_events() RETURNS integer
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'donatello_flush_security_events';
 COMMENT ON FUNCTION donatello.flush_security_events() IS
-    'write queued security events and lockout counters now (the maintenance worker does it within milliseconds)';
+    'write queued security events and lockout counters now (the maintenance worker does it right after each failure)';
 
 -- ---------------------------------------------------------------------------
 -- Passwords
