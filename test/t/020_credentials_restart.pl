@@ -40,9 +40,13 @@ ok( $node->poll_query_until('postgres',
 ok( $node->poll_query_until('postgres',
 		"SELECT failed_logins = 5 AND locked_until > now() FROM donatello.user_credentials WHERE user_id = '$user'"),
 	'the worker wrote the lockout to user_credentials');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) >= 1 FROM donatello.security_events WHERE event = 'login.lockout' AND user_id = '$user'"),
+	'the worker wrote the lockout event');
+$node->safe_psql('postgres', 'SELECT donatello.flush_security_events()');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM donatello.security_events WHERE event = 'login.lockout' AND user_id = '$user'"),
-	'1', 'one lockout event');
+	'1', 'exactly one lockout event');
 
 # a session whose refresh token will be reused after the restart
 $node->safe_psql('postgres', "SELECT donatello.unlock_user('$user')");
