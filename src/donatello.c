@@ -62,6 +62,7 @@ _PG_init(void)
 	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+	credentials_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
