@@ -138,20 +138,23 @@ apikey_check_format(const char *key)
 
 	if (len != APIKEY_LEN || strncmp(key, APIKEY_PREFIX, APIKEY_PREFIX_LEN) != 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 				 errmsg("invalid API key"),
 				 errdetail("An API key is \"dnk_\" followed by %d letters and digits.",
 						   APIKEY_RANDOM_CHARS + APIKEY_CHECKSUM_CHARS)));
 	for (i = APIKEY_PREFIX_LEN; i < len; i++)
 		if (strchr(base62, key[i]) == NULL || key[i] == '\0')
 			ereport(ERROR,
-					(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+					(errhidestmt(true),
+					 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 					 errmsg("invalid API key"),
 					 errdetail("An API key holds only letters and digits after \"dnk_\".")));
 	apikey_checksum(key, APIKEY_PREFIX_LEN + APIKEY_RANDOM_CHARS, sum);
 	if (memcmp(sum, key + APIKEY_PREFIX_LEN + APIKEY_RANDOM_CHARS, APIKEY_CHECKSUM_CHARS) != 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 				 errmsg("invalid API key"),
 				 errdetail("The checksum does not match: the key was mistyped or cut short.")));
 }
@@ -321,7 +324,8 @@ apikey_verify_cstring(const char *key, const char *required_scope)
 		memset(&fresh, 0, sizeof(fresh));
 		if (!apikey_lookup(hash, &fresh, usable ? key_cache_cxt : CurrentMemoryContext))
 			ereport(ERROR,
-					(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+					(errhidestmt(true),
+					 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 					 errmsg("invalid API key"),
 					 errdetail("No such key exists.")));
 		if (usable)
@@ -341,17 +345,20 @@ apikey_verify_cstring(const char *key, const char *required_scope)
 
 	if (!e->valid)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 				 errmsg("API key %s has been revoked", cred_uuid_string(&e->key_id)),
 				 errdetail("The key was revoked, or its user deactivated.")));
 	if (e->expires_at != 0 && e->expires_at <= GetCurrentTimestamp())
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 				 errmsg("API key %s has expired", cred_uuid_string(&e->key_id)),
 				 errdetail("It expired at %s.", cred_timestamp_string(e->expires_at))));
 	if (required_scope != NULL && !scope_granted(e->scopes, e->nscopes, required_scope))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_PERMISSION_DENIED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_PERMISSION_DENIED),
 				 errmsg("API key %s lacks the scope \"%s\"", cred_uuid_string(&e->key_id), required_scope),
 				 errhint("Create a key with this scope, or call with a key that has it.")));
 	apikey_usage_count(&e->key_id);
@@ -376,7 +383,8 @@ donatello_verify_api_key(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 				 errmsg("invalid API key"),
 				 errdetail("The key is null.")));
 	PG_RETURN_JSONB_P(apikey_verify_cstring(text_to_cstring(PG_GETARG_TEXT_PP(0)),
@@ -394,7 +402,8 @@ apikey_checked_scopes(ArrayType *scopes)
 
 	if (ARR_NDIM(scopes) > 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("scopes must be a one-dimensional array")));
 	deconstruct_array(scopes, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (i = 0; i < n; i++)
@@ -403,7 +412,8 @@ apikey_checked_scopes(ArrayType *scopes)
 
 		if (s == NULL || !rbac_permission_is_valid(s, (int) strlen(s)))
 			ereport(ERROR,
-					(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+					(errhidestmt(true),
+					 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 					 errmsg("invalid scope \"%s\"", s ? s : "NULL"),
 					 errhint("A scope is a permission: \"resource:action\", \"resource:*\" or \"*\".")));
 	}
@@ -473,19 +483,22 @@ donatello_create_api_key(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("user_id, name and scopes must not be null"),
 				 errhint("Pass '{}' for a key without scopes.")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (strlen(name) == 0 || strlen(name) > 200 || strspn(name, " \t\n") == strlen(name))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("API key name must be 1 to 200 characters")));
 	scopes = apikey_checked_scopes(PG_GETARG_ARRAYTYPE_P(2));
 	if (!PG_ARGISNULL(3) && PG_GETARG_TIMESTAMPTZ(3) <= GetCurrentTransactionStartTimestamp())
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("API key expiry %s is not in the future", cred_timestamp_string(PG_GETARG_TIMESTAMPTZ(3)))));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -495,12 +508,14 @@ donatello_create_api_key(PG_FUNCTION_ARGS)
 				  SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("user %s does not exist", cred_uuid_string(&user_id))));
 	cred_spi_uuid(0, 1, &org_id);
 	if (!cred_spi_bool(0, 2, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s is deactivated", cred_uuid_string(&user_id)),
 				 errhint("Deactivated users cannot hold API keys.")));
 	json = apikey_insert(&user_id, &org_id, name, scopes, !PG_ARGISNULL(3),
@@ -532,7 +547,7 @@ donatello_rotate_api_key(PG_FUNCTION_ARGS)
 	Jsonb	   *result;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("key_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("key_id must not be null")));
 	memcpy(&key_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in rotate_api_key");
@@ -542,7 +557,8 @@ donatello_rotate_api_key(PG_FUNCTION_ARGS)
 				  1, types, args, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("API key %s does not exist", cred_uuid_string(&key_id))));
 	cred_spi_uuid(0, 1, &user_id);
 	cred_spi_uuid(0, 2, &org_id);
@@ -552,7 +568,8 @@ donatello_rotate_api_key(PG_FUNCTION_ARGS)
 	expires_at = cred_spi_timestamp(0, 5, 0);
 	if (cred_spi_bool(0, 6, false) || cred_spi_bool(0, 7, false) || (expires_at != 0 && expires_at <= now))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("API key %s cannot be rotated: it is revoked, expired or already rotated",
 						cred_uuid_string(&key_id)),
 				 errhint("Create a new key with create_api_key().")));
@@ -588,11 +605,12 @@ donatello_revoke_api_key(PG_FUNCTION_ARGS)
 	StringInfoData details;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("key_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("key_id must not be null")));
 	if (PG_ARGISNULL(1) || strspn(text_to_cstring(PG_GETARG_TEXT_PP(1)), " \t\n") ==
 		strlen(text_to_cstring(PG_GETARG_TEXT_PP(1))))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("revoking an API key needs a reason"),
 				 errhint("Say why, for the security log.")));
 	memcpy(&key_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
@@ -606,7 +624,8 @@ donatello_revoke_api_key(PG_FUNCTION_ARGS)
 				  2, types, args, NULL, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("API key %s does not exist", cred_uuid_string(&key_id))));
 	cred_spi_uuid(0, 1, &user_id);
 	cred_spi_uuid(0, 2, &org_id);

@@ -78,7 +78,8 @@ credcache_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		case XACT_EVENT_PRE_PREPARE:
 			if (xact_changed)
 				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						(errhidestmt(true),
+						 errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed donatello API keys or sessions"),
 						 errhint("Commit credential changes in an ordinary transaction.")));
 			break;
@@ -130,7 +131,8 @@ donatello_credentials_invalidate(PG_FUNCTION_ARGS)
 {
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("donatello.credentials_invalidate() must be called as a trigger")));
 	xact_changed = true;
 	return PointerGetDatum(NULL);

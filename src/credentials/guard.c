@@ -144,7 +144,8 @@ static void
 guard_full_error(void)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			(errhidestmt(true),
+			 errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("the login guard is full"),
 			 errdetail("All %d entries hold counters not yet written to donatello.user_credentials.", guard_size),
 			 errhint("Check that the donatello maintenance worker runs, or raise donatello.login_guard_size.")));

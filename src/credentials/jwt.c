@@ -114,7 +114,8 @@ pg_attribute_noreturn()
 jwt_fail(const char *message)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_TOKEN),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_TOKEN),
 			 errmsg("invalid token: %s", message)));
 }
 
@@ -124,7 +125,8 @@ jwt_hs256_secret(void)
 {
 	if (jwt_secret == NULL || strlen(jwt_secret) < 32)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errhidestmt(true),
+				 errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("donatello.jwt_secret must be set to at least 32 characters for HS256"),
 				 errhint("Set it in postgresql.conf to the secret your PostgREST or token issuer uses.")));
 	return jwt_secret;
@@ -144,7 +146,8 @@ key_pem_text(const char *setting, const char *name)
 	f = AllocateFile(setting, "r");
 	if (f == NULL)
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errhidestmt(true),
+				 errcode_for_file_access(),
 				 errmsg("could not open the key file \"%s\" named by %s: %m", setting, name)));
 	initStringInfo(&buf);
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
@@ -168,7 +171,8 @@ jwt_asymmetric_key(bool private_key)
 
 	if (setting == NULL || setting[0] == '\0')
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errhidestmt(true),
+				 errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be set for %s", name, jwt_algorithm_names[jwt_algorithm])));
 	if (*cached == NULL || *source == NULL || strcmp(*source, setting) != 0)
 	{
@@ -181,7 +185,8 @@ jwt_asymmetric_key(bool private_key)
 			explicit_bzero(pem, strlen(pem));
 		if (key == NULL)
 			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					(errhidestmt(true),
+					 errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s does not hold a PEM %s key", name, private_key ? "private" : "public")));
 		if (*cached)
 			EVP_PKEY_free(*cached);
@@ -192,7 +197,8 @@ jwt_asymmetric_key(bool private_key)
 	}
 	if (EVP_PKEY_base_id(*cached) != want)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errhidestmt(true),
+				 errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is not a%s key, as %s needs", name,
 						want == EVP_PKEY_RSA ? "n RSA" : "n EC P-256", jwt_algorithm_names[jwt_algorithm])));
 	return *cached;
@@ -493,7 +499,8 @@ jwt_sign_jsonb(Jsonb *claims)
 
 	if (!JB_ROOT_IS_OBJECT(claims) || JB_ROOT_IS_SCALAR(claims))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("JWT claims must be a JSON object")));
 	payload_json = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
 	signing_input = psprintf("%s.%s",

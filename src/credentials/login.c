@@ -54,7 +54,8 @@ pg_attribute_noreturn()
 login_invalid(void)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_CREDENTIALS),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_CREDENTIALS),
 			 errmsg("invalid email or password"),
 			 errhint("If your account belongs to several organizations, pass org_slug.")));
 }
@@ -93,7 +94,8 @@ pg_attribute_noreturn()
 login_locked(TimestampTz until)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_ACCOUNT_LOCKED),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_ACCOUNT_LOCKED),
 			 errmsg("account is locked after too many failed logins"),
 			 errdetail("The account is locked until %s.", cred_timestamp_string(until)),
 			 errhint("Wait until then, or ask an administrator to unlock it.")));
@@ -296,7 +298,7 @@ donatello_unlock_user(PG_FUNCTION_ARGS)
 
 	donatello_require_preload("unlock_user");
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in unlock_user");
@@ -304,7 +306,8 @@ donatello_unlock_user(PG_FUNCTION_ARGS)
 	cred_spi_exec("SELECT org_id FROM donatello.users WHERE id = $1", 1, &type, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("user %s does not exist", cred_uuid_string(&user_id))));
 	cred_spi_uuid(0, 1, &org_id);
 

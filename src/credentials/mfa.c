@@ -172,13 +172,15 @@ mfa_user(const pg_uuid_t *user_id, pg_uuid_t *org_id, char **email)
 				  SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("user %s does not exist", cred_uuid_string(user_id))));
 	cred_spi_uuid(0, 1, org_id);
 	*email = cred_spi_text(0, 2);
 	if (!cred_spi_bool(0, 3, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s is deactivated", cred_uuid_string(user_id))));
 }
 
@@ -202,7 +204,7 @@ donatello_totp_enroll(PG_FUNCTION_ARGS)
 	Jsonb	   *result;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in totp_enroll");
@@ -212,7 +214,8 @@ donatello_totp_enroll(PG_FUNCTION_ARGS)
 				  1, types, args, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0 && cred_spi_bool(0, 1, false))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("MFA is already active for user %s", cred_uuid_string(&user_id)),
 				 errhint("Turn it off with donatello.totp_disable() before enrolling again.")));
 	cred_spi_exec("DELETE FROM donatello.totp_credentials WHERE user_id = $1", 1, types, args, NULL,
@@ -313,7 +316,8 @@ mfa_check_lock(const pg_uuid_t *user_id, const pg_uuid_t *org_id, const GuardSta
 		return;
 	security_event_defer(org_id, user_id, "mfa.locked", ip, user_agent, "{}");
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_MFA_LOCKED),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_MFA_LOCKED),
 			 errmsg("MFA is locked after too many wrong codes"),
 			 errdetail("MFA is locked until %s.", cred_timestamp_string(until)),
 			 errhint("Wait until then, or ask an administrator to unlock the user.")));
@@ -341,12 +345,14 @@ mfa_fail(const pg_uuid_t *user_id, const pg_uuid_t *org_id, const GuardState *se
 	{
 		security_event_defer(org_id, user_id, "mfa.lockout", ip, user_agent, details.data);
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_MFA_LOCKED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_MFA_LOCKED),
 				 errmsg("MFA is locked after too many wrong codes"),
 				 errdetail("MFA is locked until %s.", cred_timestamp_string(until))));
 	}
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_MFA_CODE),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_MFA_CODE),
 			 errmsg("invalid MFA code"),
 			 errhint("Enter the current code of your authenticator app, or an unused backup code.")));
 }
@@ -367,7 +373,7 @@ donatello_totp_activate(PG_FUNCTION_ARGS)
 
 	donatello_require_preload("totp_activate");
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	code = PG_ARGISNULL(1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -375,7 +381,8 @@ donatello_totp_activate(PG_FUNCTION_ARGS)
 	mfa_user(&user_id, &org_id, &email);
 	if (!totp_row(&user_id, &row))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("user %s has not enrolled in TOTP", cred_uuid_string(&user_id)),
 				 errhint("Call donatello.totp_enroll() first.")));
 	mfa_seed(&user_id, &seed);
@@ -406,7 +413,7 @@ donatello_totp_disable(PG_FUNCTION_ARGS)
 	Datum		arg;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("user_id must not be null")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in totp_disable");
@@ -428,7 +435,8 @@ pg_attribute_noreturn()
 mfa_token_fail(const char *message)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_TOKEN),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_TOKEN),
 			 errmsg("%s", message),
 			 errhint("Log in again with your password to get a new MFA token.")));
 }

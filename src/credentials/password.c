@@ -66,7 +66,8 @@ password_check_length(const char *password)
 {
 	if (strlen(password) > PASSWORD_MAX_BYTES)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("password is longer than %d bytes", PASSWORD_MAX_BYTES)));
 }
 
@@ -82,7 +83,8 @@ password_hash_cstring(const char *password)
 							  (size_t) password_memory_kb * 1024,
 							  crypto_pwhash_ALG_ARGON2ID13) != 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
+				(errhidestmt(true),
+				 errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not hash the password with Argon2id"),
 				 errdetail("Argon2id needs %d kB of memory (donatello.password_memory).",
 						   password_memory_kb)));
@@ -250,7 +252,8 @@ donatello_password_policy_violations(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("password must not be null")));
 	password = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	rules = password_policy_check(password, email);
@@ -304,7 +307,8 @@ donatello_set_password(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				(errhidestmt(true),
+				 errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("user_id and password must not be null")));
 	memcpy(&user_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	password = text_to_cstring(PG_GETARG_TEXT_PP(1));
@@ -318,7 +322,8 @@ donatello_set_password(PG_FUNCTION_ARGS)
 				  1, types, args, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("user %s does not exist", cred_uuid_string(&user_id))));
 	cred_spi_uuid(0, 1, &org_id);
 	email = cred_spi_text(0, 2);
@@ -350,7 +355,8 @@ donatello_set_password(PG_FUNCTION_ARGS)
 	{
 		sodium_memzero(password, strlen(password));
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_PASSWORD_POLICY),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_PASSWORD_POLICY),
 				 errmsg("password rejected by the password policy"),
 				 errdetail("%d rule(s) not met.", list_length(rules)),
 				 errhint("%s", rules_hint(rules))));

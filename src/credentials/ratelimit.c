@@ -139,11 +139,13 @@ rate_limit_take_ex(const char *bucket, int capacity, double per_seconds, int *re
 
 	if (capacity < 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("rate limit capacity must be at least 1, not %d", capacity)));
 	if (!(per_seconds > 0) || isinf(per_seconds))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("rate limit period must be a positive, finite interval")));
 	donatello_require_preload("rate limiting");
 
@@ -163,7 +165,8 @@ rate_limit_take_ex(const char *bucket, int capacity, double per_seconds, int *re
 		LWLockRelease(lock);
 		if (attempt > 0 || rate_limit_evict_full(now) == 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					(errhidestmt(true),
+					 errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("no room for rate limit bucket \"%s\"", bucket),
 					 errdetail("All %d buckets are in use.", max_buckets),
 					 errhint("Raise donatello.rate_limit_buckets.")));

@@ -40,7 +40,8 @@ pg_attribute_noreturn()
 refresh_fail(const char *message, const char *detail)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_TOKEN),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_TOKEN),
 			 errmsg("%s", message),
 			 detail ? errdetail("%s", detail) : 0,
 			 errhint("Log in again.")));
@@ -310,7 +311,7 @@ donatello_revoke_session(PG_FUNCTION_ARGS)
 	char	   *reason;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("session_id must not be null")));
+		ereport(ERROR, (errhidestmt(true),  errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("session_id must not be null")));
 	memcpy(&session_id, PG_GETARG_UUID_P(0), sizeof(pg_uuid_t));
 	reason = PG_ARGISNULL(1) ? "revoked" : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -320,7 +321,8 @@ donatello_revoke_session(PG_FUNCTION_ARGS)
 							  session_details(&session_id, reason));
 	if (!exists)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("session %s does not exist", cred_uuid_string(&session_id))));
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -36,7 +36,8 @@ totp_parse_algorithm(const char *name)
 	if (pg_strcasecmp(name, "sha512") == 0)
 		return TOTP_SHA512;
 	ereport(ERROR,
-			(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 			 errmsg("unsupported one-time password algorithm \"%s\"", name),
 			 errhint("Use sha1, sha256 or sha512.")));
 	return TOTP_SHA1;			/* keep the compiler quiet */
@@ -63,7 +64,8 @@ check_digits(int digits)
 {
 	if (digits < 6 || digits > 8)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("one-time passwords have 6 to 8 digits, not %d", digits)));
 }
 
@@ -242,7 +244,8 @@ donatello_hotp_code(PG_FUNCTION_ARGS)
 	check_digits(digits);
 	if (counter < 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("HOTP counter must not be negative, got " INT64_FORMAT, counter)));
 	hotp_format(hotp_value((const uint8 *) VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret),
 						   (uint64) counter, digits, alg), digits, code);
@@ -257,7 +260,8 @@ secret_argument(text *arg, uint8 **secret, size_t *secret_len)
 
 	if (!base32_decode(b32, secret, secret_len) || *secret_len == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("TOTP secret is not valid base32"),
 				 errhint("Use the letters A-Z and the digits 2-7 (RFC 4648).")));
 }
@@ -268,15 +272,18 @@ check_period_and_time(int period, TimestampTz at)
 {
 	if (period < 1 || period > 3600)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("TOTP period must be between 1 and 3600 seconds, not %d", period)));
 	if (TIMESTAMP_NOT_FINITE(at))
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("TOTP time must be finite")));
 	if (totp_step(at, period) < 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("TOTP time must not be before 1970-01-01")));
 }
 
