@@ -26,6 +26,12 @@ OBJS = \
 	src/rbac/rbac_cache.o \
 	src/rbac/rbac_check.o \
 	src/rbac/rbac_invalidate.o \
+	src/safety/text_fold.o \
+	src/safety/blocklist_automaton.o \
+	src/safety/blocklist_cache.o \
+	src/safety/content_check.o \
+	src/safety/pii_detect.o \
+	src/safety/pii_scan.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
 
@@ -43,7 +49,8 @@ PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
-REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
+REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation \
+               safety_pii safety_content
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -18,6 +18,7 @@
 #include "donatello.h"
 #include "bgworker/worker.h"
 #include "secrets/secrets.h"
+#include "safety/safety.h"
 
 PG_MODULE_MAGIC;
 
@@ -54,6 +55,8 @@ _PG_init(void)
 	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+	blocklist_cache_init();
+	blocklist_invalidate_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
