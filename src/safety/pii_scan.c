@@ -60,37 +60,42 @@ const char *const pii_kind_names[PII_KIND_COUNT] = {
 typedef struct KeyFormat
 {
 	const char *prefix;
+	int			prefix_len;
 	int			min_tail;		/* at least this many tail characters, or */
 	int			exact_tail;		/* exactly this many (then not followed by one) */
-	bool		upper_digits;	/* tail of A-Z and 0-9 only; else letters, digits and extra */
-	const char *extra;			/* tail characters besides letters and digits */
+	bool		upper_digits;	/* tail of A-Z and 0-9 only; else letters and digits, */
+	bool		underscore;		/* and "_" */
+	bool		hyphen;			/* and "-" */
 } KeyFormat;
 
+#define KEY(prefix, min_tail, exact_tail, upper, underscore, hyphen) \
+	{prefix, sizeof(prefix) - 1, min_tail, exact_tail, upper, underscore, hyphen}
+
 static const KeyFormat key_formats[] = {
-	{"sk-", 20, 0, false, "_-"},	/* OpenAI, Anthropic (sk-ant-), sk-proj- */
-	{"sk_live_", 16, 0, false, ""}, /* Stripe */
-	{"sk_test_", 16, 0, false, ""},
-	{"rk_live_", 16, 0, false, ""},
-	{"rk_test_", 16, 0, false, ""},
-	{"pk_live_", 16, 0, false, ""},
-	{"ghp_", 30, 0, false, ""},	/* GitHub */
-	{"gho_", 30, 0, false, ""},
-	{"ghu_", 30, 0, false, ""},
-	{"ghs_", 30, 0, false, ""},
-	{"ghr_", 30, 0, false, ""},
-	{"github_pat_", 40, 0, false, "_"},
-	{"glpat-", 20, 0, false, "_-"}, /* GitLab */
-	{"xoxb-", 10, 0, false, "-"},	/* Slack */
-	{"xoxp-", 10, 0, false, "-"},
-	{"xoxa-", 10, 0, false, "-"},
-	{"xoxr-", 10, 0, false, "-"},
-	{"xoxs-", 10, 0, false, "-"},
-	{"xapp-", 10, 0, false, "-"},
-	{"AKIA", 0, 16, true, ""},	/* AWS access key ids */
-	{"ASIA", 0, 16, true, ""},
-	{"AIza", 0, 35, false, "_-"},	/* Google API keys */
-	{"hf_", 30, 0, false, ""},	/* Hugging Face */
-	{"npm_", 0, 36, false, ""},	/* npm */
+	KEY("sk-", 20, 0, false, true, true),	/* OpenAI, Anthropic (sk-ant-), sk-proj- */
+	KEY("sk_live_", 16, 0, false, false, false),	/* Stripe */
+	KEY("sk_test_", 16, 0, false, false, false),
+	KEY("rk_live_", 16, 0, false, false, false),
+	KEY("rk_test_", 16, 0, false, false, false),
+	KEY("pk_live_", 16, 0, false, false, false),
+	KEY("ghp_", 30, 0, false, false, false),	/* GitHub */
+	KEY("gho_", 30, 0, false, false, false),
+	KEY("ghu_", 30, 0, false, false, false),
+	KEY("ghs_", 30, 0, false, false, false),
+	KEY("ghr_", 30, 0, false, false, false),
+	KEY("github_pat_", 40, 0, false, true, false),
+	KEY("glpat-", 20, 0, false, true, true),	/* GitLab */
+	KEY("xoxb-", 10, 0, false, false, true),	/* Slack */
+	KEY("xoxp-", 10, 0, false, false, true),
+	KEY("xoxa-", 10, 0, false, false, true),
+	KEY("xoxr-", 10, 0, false, false, true),
+	KEY("xoxs-", 10, 0, false, false, true),
+	KEY("xapp-", 10, 0, false, false, true),
+	KEY("AKIA", 0, 16, true, false, false),	/* AWS access key ids */
+	KEY("ASIA", 0, 16, true, false, false),
+	KEY("AIza", 0, 35, false, true, true),	/* Google API keys */
+	KEY("hf_", 30, 0, false, false, false),	/* Hugging Face */
+	KEY("npm_", 0, 36, false, false, false),	/* npm */
 };
 
 /* A growing list of findings. */
@@ -117,12 +122,12 @@ add_finding(FindingList *list, PiiKind kind, int start, int end)
 }
 
 /* Is c a tail character of the key format? */
-static bool
+static inline bool
 key_tail_char(const KeyFormat *f, char c)
 {
 	if (f->upper_digits)
 		return IS_DIGIT(c) || (c >= 'A' && c <= 'Z');
-	return IS_ALNUM(c) || (c != '\0' && strchr(f->extra, c) != NULL);
+	return IS_ALNUM(c) || (c == '_' && f->underscore) || (c == '-' && f->hyphen);
 }
 
 /* An API key of a known format starting at pos; returns its end or -1. */
@@ -131,20 +136,28 @@ match_api_key(const char *s, int len, int pos)
 {
 	int			f;
 
+	/* the first letters of the prefixes above */
+	switch (s[pos])
+	{
+		case 's': case 'p': case 'r': case 'g': case 'x': case 'A': case 'h': case 'n':
+			break;
+		default:
+			return -1;
+	}
 	for (f = 0; f < (int) lengthof(key_formats); f++)
 	{
 		const KeyFormat *kf = &key_formats[f];
-		int			plen = strlen(kf->prefix);
 		int			i,
 					tail;
 
-		if (s[pos] != kf->prefix[0] || pos + plen > len || memcmp(s + pos, kf->prefix, plen) != 0)
+		if (s[pos] != kf->prefix[0] || pos + kf->prefix_len > len ||
+			memcmp(s + pos, kf->prefix, kf->prefix_len) != 0)
 			continue;
-		i = pos + plen;
+		i = pos + kf->prefix_len;
 		while (i < len && key_tail_char(kf, s[i]) &&
-			   (kf->exact_tail == 0 || i - pos - plen <= kf->exact_tail))
+			   (kf->exact_tail == 0 || i - pos - kf->prefix_len <= kf->exact_tail))
 			i++;
-		tail = i - pos - plen;
+		tail = i - pos - kf->prefix_len;
 		if (kf->exact_tail ? tail == kf->exact_tail : tail >= kf->min_tail)
 			return i;
 	}
@@ -158,7 +171,7 @@ match_jwt(const char *s, int len, int pos)
 	int			i = pos,
 				seg;
 
-	if (pos + 3 > len || memcmp(s + pos, "eyJ", 3) != 0)
+	if (s[pos] != 'e' || pos + 3 > len || memcmp(s + pos, "eyJ", 3) != 0)
 		return -1;
 	for (seg = 0; seg < 3; seg++)
 	{
@@ -258,6 +271,9 @@ detect_all(const char *s, int len, FindingList *list)
 			continue;
 		if (c == '@' && pii_match_email(s, len, pos, &start, &end))
 			add_finding(list, PII_EMAIL, start, end);
+		/* every other pattern starts a word: skip the inside of words at once */
+		if (IS_ALNUM(prev))
+			continue;
 		if ((c == '+' || c == '(' || IS_DIGIT(c)) && (end = pii_match_phone(s, len, pos)) > 0)
 			add_finding(list, PII_PHONE, pos, end);
 		if (IS_DIGIT(c))
@@ -276,7 +292,7 @@ detect_all(const char *s, int len, FindingList *list)
 
 		if (pos < token_skip_until)
 			continue;
-		if (IS_ALNUM(c) && !IS_ALNUM(prev))
+		if (IS_ALNUM(c))
 		{
 			if ((end = match_api_key(s, len, pos)) > 0)
 			{
@@ -333,28 +349,45 @@ resolve_overlaps(FindingList *list)
 	return kept;
 }
 
+/* Characters in s[from..to); counts UTF-8 lead bytes directly. */
+static int
+count_characters(const char *s, int from, int to, bool utf8)
+{
+	int			chars = 0;
+
+	if (utf8)
+	{
+		for (; from < to; from++)
+			chars += ((unsigned char) s[from] & 0xC0) != 0x80;
+		return chars;
+	}
+	while (from < to)
+	{
+		from += pg_mblen(s + from);
+		chars++;
+	}
+	return chars;
+}
+
 /* Turn byte offsets of sorted, non-overlapping findings into character offsets. */
 static void
 to_character_offsets(const char *s, PiiFinding *f, int n)
 {
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
 	int			byte = 0,
 				chars = 0,
 				i;
 
 	for (i = 0; i < n; i++)
 	{
-		while (byte < f[i].start)
-		{
-			byte += pg_mblen(s + byte);
-			chars++;
-		}
+		int			start = f[i].start,
+					end = f[i].end;
+
+		chars += count_characters(s, byte, start, utf8);
 		f[i].start = chars;
-		while (byte < f[i].end)
-		{
-			byte += pg_mblen(s + byte);
-			chars++;
-		}
+		chars += count_characters(s, start, end, utf8);
 		f[i].end = chars;
+		byte = end;
 	}
 }
 
