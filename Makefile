@@ -32,6 +32,11 @@ OBJS = \
 	src/safety/content_check.o \
 	src/safety/pii_detect.o \
 	src/safety/pii_scan.o \
+	src/router/model_score.o \
+	src/router/model_rank.o \
+	src/router/request_settings.o \
+	src/router/circuit.o \
+	src/router/provider_url.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
 
@@ -50,7 +55,7 @@ SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
 REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation \
-               safety_pii safety_content
+               safety_pii safety_content router_models router_score
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

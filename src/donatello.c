@@ -19,6 +19,7 @@
 #include "bgworker/worker.h"
 #include "secrets/secrets.h"
 #include "safety/safety.h"
+#include "router/router.h"
 
 PG_MODULE_MAGIC;
 
@@ -57,6 +58,7 @@ _PG_init(void)
 	rbac_invalidate_init();
 	blocklist_cache_init();
 	blocklist_invalidate_init();
+	router_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
