@@ -37,6 +37,8 @@ OBJS = \
 	src/router/request_settings.o \
 	src/router/circuit.o \
 	src/router/provider_url.o \
+	src/images/png_header.o \
+	src/images/image_url.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
 
@@ -55,7 +57,7 @@ SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
 REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation \
-               safety_pii safety_content router_models router_score
+               safety_pii safety_content router_models router_score images
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

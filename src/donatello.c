@@ -20,6 +20,7 @@
 #include "secrets/secrets.h"
 #include "safety/safety.h"
 #include "router/router.h"
+#include "images/images.h"
 
 PG_MODULE_MAGIC;
 
@@ -59,6 +60,7 @@ _PG_init(void)
 	blocklist_cache_init();
 	blocklist_invalidate_init();
 	router_init();
+	image_url_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();

@@ -542,3 +542,38 @@ GRANT EXECUTE ON FUNCTION
     donatello.model_circuit_acquire(uuid),
     donatello.model_circuit_report(uuid, boolean)
     TO donatello_service;
+
+-- ---------------------------------------------------------------------------
+-- Images: PNG headers, signed image URLs
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION donatello.png_info(image bytea) RETURNS jsonb
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'donatello_png_info';
+COMMENT ON FUNCTION donatello.png_info(bytea) IS
+    'width, height and pixel format from a PNG''s header (reads only its first 33 bytes); DNV01 if it is not a valid PNG';
+
+CREATE FUNCTION donatello.sign_image_url(image_id uuid, expires_at timestamptz) RETURNS text
+    LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'donatello_sign_image_url';
+COMMENT ON FUNCTION donatello.sign_image_url(uuid, timestamptz) IS
+    'the signed URL path of an image, valid until expires_at: /images/{id}?exp=...&sig=...';
+
+CREATE FUNCTION donatello.image_url(image_id uuid, expires_in interval DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'donatello_image_url';
+COMMENT ON FUNCTION donatello.image_url(uuid, interval) IS
+    'the signed URL path of an image, valid for expires_in (default donatello.image_url_ttl)';
+
+CREATE FUNCTION donatello.verify_image_url(image_id uuid, exp bigint, sig text) RETURNS boolean
+    LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED
+    AS 'MODULE_PATHNAME', 'donatello_verify_image_url';
+COMMENT ON FUNCTION donatello.verify_image_url(uuid, bigint, text) IS
+    'true when sig signs (image_id, exp) and exp (Unix seconds) is still in the future; constant-time comparison';
+
+GRANT EXECUTE ON FUNCTION donatello.png_info(bytea) TO donatello_user, donatello_service;
+GRANT EXECUTE ON FUNCTION
+    donatello.sign_image_url(uuid, timestamptz),
+    donatello.image_url(uuid, interval),
+    donatello.verify_image_url(uuid, bigint, text)
+    TO donatello_service;
