@@ -47,6 +47,9 @@ static const IbanCountry iban_countries[] = {
 	{"SA", 24}, {"SC", 31}, {"SD", 18}, {"SE", 24}, {"SI", 19}, {"SK", 24}, {"SM", 27},
 	{"SO", 23}, {"ST", 25}, {"SV", 28}, {"TL", 23}, {"TN", 24}, {"TR", 26}, {"UA", 29},
 	{"VA", 22}, {"VG", 24}, {"XK", 20}, {"YE", 30},
+	/* territories that use their country's format: Aland (FI) and French ones (FR) */
+	{"AX", 18}, {"GF", 27}, {"GP", 27}, {"MF", 27}, {"MQ", 27}, {"NC", 27}, {"PF", 27},
+	{"PM", 27}, {"RE", 27}, {"TF", 27}, {"WF", 27}, {"YT", 27},
 };
 
 /* May a number start at pos? Not glued to a word, a decimal point or a "+" prefix. */
@@ -118,6 +121,9 @@ pii_match_credit_card(const char *s, int len, int pos)
 				g;
 
 	if (!number_start_ok(s, pos))
+		return -1;
+	/* not from the middle of a grouped number ("1234 5678 ...") */
+	if (pos >= 2 && (s[pos - 1] == ' ' || s[pos - 1] == '-') && IS_DIGIT(s[pos - 2]))
 		return -1;
 	for (;;)
 	{
