@@ -45,11 +45,19 @@ define_core_settings(void)
 							   NULL, NULL, NULL);
 }
 
-/* Library load: settings first, then shared memory and workers of each part. */
+/*
+ * Library load: settings first, then shared memory and workers of each part.
+ *
+ * Only when preloading: most settings can only be defined then (a
+ * PGC_POSTMASTER setting defined later is a FATAL error), and without shared
+ * memory the features have nothing to run on. A library loaded on demand (by
+ * CREATE EXTENSION or a function call) defines nothing; every feature that
+ * needs preloading says so through donatello_require_preload().
+ */
 void
 _PG_init(void)
 {
-	if (IsBinaryUpgrade)
+	if (IsBinaryUpgrade || !process_shared_preload_libraries_in_progress)
 		return;
 
 	define_core_settings();

@@ -393,7 +393,8 @@ BEGIN
             END IF;
         END LOOP;
     EXCEPTION WHEN bad_copy_file_format THEN
-        errors := errors || jsonb_build_object('line', NULL, 'reason', SQLERRM);
+        errors := errors || jsonb_build_object('line', (regexp_match(SQLERRM, 'line (\d+)'))[1]::int,
+                                               'reason', SQLERRM);
     END;
 
     IF header IS NULL AND jsonb_array_length(errors) = 0 THEN

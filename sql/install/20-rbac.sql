@@ -123,8 +123,8 @@ GRANT SELECT ON donatello.roles, donatello.role_permissions, donatello.user_role
 -- ---------------------------------------------------------------------------
 -- Permission cache invalidation: any change to what the engine reads marks
 -- the transaction (its own later checks bypass the cache) and, at commit,
--- invalidates the shared cache. Inserting a user or a department changes no
--- cached answer (unknown ids are never cached), so inserts there do not count.
+-- invalidates the shared cache. Inserting a user or a department only
+-- invalidates the remembered unknown ids (argument 'insert').
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION donatello.rbac_invalidate() RETURNS trigger
     LANGUAGE c
@@ -136,6 +136,10 @@ CREATE TRIGGER rbac_invalidate AFTER UPDATE OF id, org_id, active OR DELETE OR T
     ON donatello.users FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
 CREATE TRIGGER rbac_invalidate AFTER UPDATE OF id, org_id OR DELETE OR TRUNCATE
     ON donatello.departments FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
+CREATE TRIGGER rbac_invalidate_insert AFTER INSERT
+    ON donatello.users FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate('insert');
+CREATE TRIGGER rbac_invalidate_insert AFTER INSERT
+    ON donatello.departments FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate('insert');
 CREATE TRIGGER rbac_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON donatello.roles FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
 CREATE TRIGGER rbac_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
@@ -179,7 +183,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV02',
-            MESSAGE = format('role "%s" does not exist in organization %s', role_name, org_id),
+            MESSAGE = format('role "%s" does not exist in this organization', role_name),
             HINT = 'System roles are super_admin, org_admin, dept_manager, auditor, member and viewer; others are created with donatello.create_role().';
     END IF;
     RETURN result;
@@ -253,7 +257,7 @@ BEGIN
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION USING
             ERRCODE = 'unique_violation',
-            MESSAGE = format('role "%s" already exists in organization %s', name, org_id);
+            MESSAGE = format('role "%s" already exists in this organization', name);
     END;
     INSERT INTO donatello.role_permissions (org_id, role_id, permission)
     SELECT DISTINCT create_role.org_id, new_id, p FROM unnest(coalesce(permissions, '{}')) AS p;
@@ -311,7 +315,8 @@ BEGIN
     IF expires_at IS NULL OR expires_at <= now() THEN
         RAISE EXCEPTION USING
             ERRCODE = 'DNV01',
-            MESSAGE = format('exception must expire in the future, not at %s', coalesce(expires_at::text, 'NULL')),
+            MESSAGE = 'an exception must expire in the future',
+            DETAIL = format('expires_at is %s.', coalesce(expires_at::text, 'NULL')),
             HINT = 'Pass a time after now(), such as now() + interval ''7 days''.';
     END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN

@@ -2,6 +2,7 @@
 # Sourced by test/demo/run; steps share its shell (and its variables).
 
 DEMO_STEP=0
+PSQL_VARS=()
 if [ -t 1 ]; then BOLD=$'\e[1m'; DIM=$'\e[2m'; RESET=$'\e[0m'; else BOLD=''; DIM=''; RESET=''; fi
 
 # step "title": a numbered heading
@@ -15,22 +16,37 @@ say() {
 	printf '%s\n' "$*"
 }
 
+# remember NAME VALUE: set the shell variable NAME and the psql variable
+# :name (lower case) for every later SQL, so the printed SQL reads :'alice'
+# rather than a uuid
+remember() {
+	printf -v "$1" '%s' "$2"
+	PSQL_VARS+=(-v "${1,,}=$2")
+}
+
 # run_sql "SQL": print the SQL, run it, print the result (stops the demo on error)
 run_sql() {
 	printf '%s%s%s\n' "$DIM" "$(sed 's/^/  sql> /' <<<"$1")" "$RESET"
-	psql -X -q -v ON_ERROR_STOP=1 -P pager=off <<<"$1" | sed 's/^/  /'
+	psql -X -q -v ON_ERROR_STOP=1 -P pager=off "${PSQL_VARS[@]}" <<<"$1" | sed 's/^/  /'
+}
+
+# do_sql "SQL": print the SQL and run it, without printing results (for calls
+# whose result is void or not interesting; show the effect with run_sql)
+do_sql() {
+	printf '%s%s%s\n' "$DIM" "$(sed 's/^/  sql> /' <<<"$1")" "$RESET"
+	psql -X -q -v ON_ERROR_STOP=1 "${PSQL_VARS[@]}" -o /dev/null <<<"$1"
 }
 
 # sql_value "SQL": the single value the SQL returns (not printed)
 sql_value() {
-	psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"
+	psql -X -q -At -v ON_ERROR_STOP=1 "${PSQL_VARS[@]}" <<<"$1"
 }
 
 # expect_error SQLSTATE "SQL": run SQL that must fail with SQLSTATE; show the error
 expect_error() {
 	local want=$1 sql=$2 out got
 	printf '%s%s%s\n' "$DIM" "$(sed 's/^/  sql> /' <<<"$sql")" "$RESET"
-	out=$(psql -X -q -P pager=off 2>&1 <<SQL
+	out=$(psql -X -q -P pager=off "${PSQL_VARS[@]}" 2>&1 <<SQL
 \\set VERBOSITY default
 \\set SHOW_CONTEXT never
 $sql
@@ -46,9 +62,10 @@ SQL
 	printf '  -> refused with SQLSTATE %s, as expected\n' "$got"
 }
 
-# as_principal USER_ID ORG_ID "SQL": run SQL as donatello_user with those JWT claims
+# as_principal USER ORG "SQL": run SQL as donatello_user with the JWT claims of
+# that user and organization (psql variable names, e.g. alice org)
 as_principal() {
 	run_sql "SET ROLE donatello_user;
-SET request.jwt.claims = '{\"sub\": \"$1\", \"org\": \"$2\", \"role\": \"donatello_user\"}';
+SELECT set_config('request.jwt.claims', json_build_object('sub', :'$1', 'org', :'$2', 'role', 'donatello_user')::text, false) IS NOT NULL AS authenticated;
 $3"
 }
