@@ -18,8 +18,8 @@
  * it changed, it compiles from the tables on every call and caches nothing.
  * PREPARE TRANSACTION of such a transaction is refused (its commit would run
  * in another backend, out of reach of the callback). A standby never caches:
- * changes reach it through WAL replay, which fires no trigger. Without
- * shared_preload_libraries there are no counters, and every call compiles.
+ * changes reach it through WAL replay, which fires no trigger. Content checks
+ * need the library preloaded (the counters live in shared memory).
  *
  * Locking: the counters are atomics and need no lock. The cache itself is
  * backend-local (no locking); donatello.content_cache_size bounds its memory
@@ -151,6 +151,10 @@ donatello_blocklist_invalidate(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("donatello.blocklist_invalidate() must be called as a trigger")));
+
+	/* not preloaded: no cache anywhere to invalidate, and no callback to clear the list */
+	if (blocklist_shared == NULL)
+		return PointerGetDatum(NULL);
 
 	if (!TRIGGER_FIRED_FOR_ROW(td->tg_event))
 	{
@@ -370,6 +374,7 @@ blocklist_for_org(const pg_uuid_t *org_id)
 	uint64		generation;
 	bool		found;
 
+	donatello_require_preload("content checks");
 	if (!cache_usable() || changed_in_transaction(org_id))
 	{
 		cache_bypasses++;
