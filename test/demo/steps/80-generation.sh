@@ -1,6 +1,7 @@
 # Step group: generation, the parts that exist so far (issue 8): safety checks,
 # providers and models, routing, circuit breakers, PNG headers, signed image
-# URLs, and the mock provider. Uses ORG, DESIGN, MARKETING, BOB, OTHER_ORG.
+# URLs, and the mock provider. Uses the psql variables :'org', :'design',
+# :'marketing', :'bob' and :'other_org' remembered by the earlier steps.
 # Starts the mock provider on 127.0.0.1:18801 and stops it at the end.
 
 MOCK_PORT=18801
@@ -12,10 +13,13 @@ run_sql "SELECT jsonb_pretty(donatello.scan_pii(
 run_sql "SELECT donatello.scan_pii('A watercolor fox in a misty forest at dawn') AS clean_prompt;"
 
 step "Each organization has its own content blocklist (case-, accent- and spacing-insensitive)"
-run_sql "SELECT donatello.add_blocked_terms('$ORG', ARRAY['gore', 'very bad', 'crème brûlée'], 'policy') AS added;"
+run_sql "SELECT donatello.add_blocked_terms(:'org', ARRAY['gore', 'very bad', 'crème brûlée'], 'policy') AS added;"
 say "Bob (Acme) and a principal of Globex check the same prompt:"
-as_principal "$BOB" "$ORG" "SELECT donatello.check_content('A GÖRE scene, VERY...bad taste, creme BRULEE') AS acme;"
-as_principal "$BOB" "$OTHER_ORG" "SELECT donatello.check_content('A GÖRE scene, VERY...bad taste, creme BRULEE') AS globex;"
+CHECK_SQL="SELECT r->'clean' AS clean, m->>'term' AS term, m->>'category' AS category, m->>'start' AS start, m->>'end' AS \"end\"
+  FROM donatello.check_content('A GÖRE scene, VERY...bad taste, creme BRULEE') r
+  LEFT JOIN LATERAL jsonb_array_elements(r->'matches') m ON true;"
+as_principal bob org "$CHECK_SQL"
+as_principal bob other_org "$CHECK_SQL"
 
 step "A mock image provider (OpenAI images API shape) on $MOCK_URL"
 node test/fixtures/mock-provider/server.mjs --port "$MOCK_PORT" --api-key sk-demo-mock-key >"$DEMO_DIR/mock-provider.log" 2>&1 &
@@ -50,23 +54,23 @@ SELECT provider, model, cost_per_image, quality, speed, reliability, commercial_
   FROM donatello_api.models ORDER BY provider, model;"
 
 step "Routing: Design prefers quality, Marketing prefers cost"
-run_sql "SELECT donatello.set_department_preference('$DESIGN', 'quality');
-SELECT donatello.set_department_preference('$MARKETING', 'cost');"
+do_sql "SELECT donatello.set_department_preference(:'design', 'quality');
+SELECT donatello.set_department_preference(:'marketing', 'cost');"
 run_sql "SELECT d.name AS department, r->>'preference' AS preference, r->>'complexity' AS complexity,
        (SELECT string_agg(format('%s (%s)', x->>'model', x->>'score'), ', ' ORDER BY (x->>'rank')::int)
           FROM jsonb_array_elements(r->'candidates') x) AS ranking
   FROM donatello.departments d, donatello.rank_models('a lighthouse at night', '{}', d.id) r
- WHERE d.org_id = '$ORG' ORDER BY 1;"
+ WHERE d.org_id = :'org' ORDER BY 1;"
 say "In Marketing, a long, detailed prompt raises the weight of quality:"
 run_sql "SELECT left(p, 40) AS prompt, r->>'complexity' AS complexity, r->'weights'->>'quality' AS quality_weight,
        (SELECT string_agg(x->>'model', ', ' ORDER BY (x->>'rank')::int) FROM jsonb_array_elements(r->'candidates') x) AS ranking
   FROM unnest(ARRAY['a lighthouse at night',
                     'A lighthouse at night on a rocky coast, storm clouds, crashing waves, a lone keeper with a lantern, warm window light, cinematic, volumetric fog, oil painting, dramatic composition, seagulls']) p,
-       donatello.rank_models(p, '{}', '$MARKETING') r;"
+       donatello.rank_models(p, '{}', :'marketing') r;"
 say "Commercial use and a wide size leave fewer candidates:"
 run_sql "SELECT (SELECT string_agg(x->>'model', ', ') FROM jsonb_array_elements(r->'candidates') x) AS eligible,
        (SELECT string_agg(format('%s: %s', x->>'model', x->>'reason'), '; ') FROM jsonb_array_elements(r->'excluded') x) AS excluded
-  FROM donatello.rank_models('a lighthouse', '{\"commercial\": true, \"size\": \"1792x1024\", \"n\": 2}', '$MARKETING') r;"
+  FROM donatello.rank_models('a lighthouse', '{\"commercial\": true, \"size\": \"1792x1024\", \"n\": 2}', :'marketing') r;"
 expect_error DNV01 "SELECT donatello.rank_models('a lighthouse', '{\"size\": \"huge\"}');"
 
 step "A failing model: three failures open its circuit, it leaves the ranking"
@@ -74,19 +78,19 @@ say "The mock is told to fail for mock-premium:"
 curl -fsS -X POST "$MOCK_URL/_mock/failures" -d '{"model": "mock-premium", "mode": "500"}' >/dev/null
 printf '  HTTP %s from the mock for mock-premium\n' "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$MOCK_URL/v1/images/generations" \
 	-H 'authorization: Bearer sk-demo-mock-key' -d '{"model": "mock-premium", "prompt": "x", "size": "256x256"}')"
-PREMIUM=$(sql_value "SELECT m.id FROM donatello.models m WHERE m.name = 'mock-premium'")
-run_sql "SELECT donatello.model_circuit_report('$PREMIUM', false) AS first,
-       donatello.model_circuit_report('$PREMIUM', false) AS second,
-       donatello.model_circuit_report('$PREMIUM', false) AS third;
-SELECT donatello.model_circuit_acquire('$PREMIUM') AS may_call_now;
+remember PREMIUM "$(sql_value "SELECT m.id FROM donatello.models m WHERE m.name = 'mock-premium'")"
+run_sql "SELECT donatello.model_circuit_report(:'premium', false) AS first,
+       donatello.model_circuit_report(:'premium', false) AS second,
+       donatello.model_circuit_report(:'premium', false) AS third;
+SELECT donatello.model_circuit_acquire(:'premium') AS may_call_now;
 SELECT (SELECT string_agg(x->>'model', ', ' ORDER BY (x->>'rank')::int) FROM jsonb_array_elements(r->'candidates') x) AS ranking,
        (SELECT string_agg(format('%s: %s', x->>'model', x->>'reason'), '; ') FROM jsonb_array_elements(r->'excluded') x) AS excluded
-  FROM donatello.rank_models('a lighthouse at night', '{}', '$DESIGN') r;"
+  FROM donatello.rank_models('a lighthouse at night', '{}', :'design') r;"
 say "After the cool-down (simulated here) one trial request may go; its success closes the circuit:"
-run_sql "UPDATE donatello.model_circuits SET retry_at = now() - interval '1 second' WHERE model_id = '$PREMIUM';
-SELECT donatello.model_circuit_state('$PREMIUM') AS state, donatello.model_circuit_acquire('$PREMIUM') AS trial,
-       donatello.model_circuit_acquire('$PREMIUM') AS second_caller;
-SELECT donatello.model_circuit_report('$PREMIUM', true) AS after_success;"
+run_sql "UPDATE donatello.model_circuits SET retry_at = now() - interval '1 second' WHERE model_id = :'premium';
+SELECT donatello.model_circuit_state(:'premium') AS state, donatello.model_circuit_acquire(:'premium') AS trial,
+       donatello.model_circuit_acquire(:'premium') AS second_caller;
+SELECT donatello.model_circuit_report(:'premium', true) AS after_success;"
 
 step "Signed, expiring image URLs"
 IMAGE_URL=$(sql_value "SELECT donatello.image_url('6f1c2c1e-0000-4000-8000-000000000001', '15 minutes')")
