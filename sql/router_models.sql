@@ -99,8 +99,15 @@ SELECT donatello.create_organization('Elsewhere', 'elsewhere') AS elsewhere \gse
 SET ROLE donatello_user;
 SELECT set_config('request.jwt.claims', json_build_object('org', :'elsewhere')::text, false) IS NOT NULL AS as_elsewhere;
 SELECT count(*) AS visible FROM donatello.department_generation_settings;
+SELECT donatello.department_preference(:'design') AS design_seen_from_elsewhere,
+       donatello.rank_models('a fox', '{}', :'design')->>'preference' AS ranked_from_elsewhere;
 SELECT set_config('request.jwt.claims', json_build_object('org', :'org')::text, false) IS NOT NULL AS as_org;
 SELECT count(*) AS visible FROM donatello.department_generation_settings;
+SELECT donatello.department_preference(:'design') AS design_seen_from_org,
+       donatello.rank_models('a fox', '{}', :'design')->>'preference' AS ranked_from_org;
+-- a user reads the registry but never the sealed keys
+SELECT count(*) > 0 AS reads_models FROM donatello.models;
+SELECT api_key_sealed FROM donatello.providers;
 RESET ROLE;
 RESET request.jwt.claims;
 

@@ -460,8 +460,10 @@ $$;
 COMMENT ON FUNCTION donatello.set_department_preference(uuid, text) IS
     'set how the router weighs models for a department: quality, cost or balanced';
 
+-- Runs with the caller's rights: row-level security keeps a principal to the
+-- departments of its own organization (another's reads as balanced).
 CREATE FUNCTION donatello.department_preference(department_id uuid) RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT coalesce((SELECT s.preference FROM donatello.department_generation_settings s
@@ -492,9 +494,11 @@ CREATE FUNCTION donatello.score_models(candidates jsonb, request jsonb) RETURNS 
 COMMENT ON FUNCTION donatello.score_models(jsonb, jsonb) IS
     'the model router as a pure function: eligible candidates ranked with their scores, the others with the reason';
 
+-- Runs with the caller's rights (the department's preference is read under
+-- row-level security); the registry columns it reads are granted below.
 CREATE FUNCTION donatello.rank_models(prompt text, settings jsonb DEFAULT '{}', department_id uuid DEFAULT NULL)
     RETURNS jsonb
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT donatello.score_models(
@@ -527,17 +531,21 @@ CREATE VIEW donatello_api.models AS
 COMMENT ON VIEW donatello_api.models IS 'registered image models with cost, ratings, licence, sizes and circuit state';
 
 GRANT SELECT ON donatello_api.models TO donatello_user, donatello_service;
+-- what rank_models reads with the caller's rights: never the sealed keys
+GRANT SELECT ON donatello.models, donatello.model_circuits TO donatello_user, donatello_service;
+GRANT SELECT (id, name) ON donatello.providers TO donatello_user, donatello_service;
 GRANT EXECUTE ON FUNCTION
     donatello.check_generation_request(text, jsonb),
     donatello.prompt_complexity(text),
     donatello.department_preference(uuid),
+    donatello.score_models(jsonb, jsonb),
+    donatello.circuit_effective_state(text, timestamptz, timestamptz),
     donatello.rank_models(text, jsonb, uuid)
     TO donatello_user, donatello_service;
 GRANT EXECUTE ON FUNCTION
     donatello.register_provider(text, text, text, text),
     donatello.register_model(text, text, numeric, integer, integer, integer, boolean, text[]),
     donatello.set_department_preference(uuid, text),
-    donatello.score_models(jsonb, jsonb),
     donatello.model_circuit_state(uuid),
     donatello.model_circuit_acquire(uuid),
     donatello.model_circuit_report(uuid, boolean)
