@@ -41,6 +41,21 @@ OBJS = \
 	src/images/image_url.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
+# credentials (issue 3)
+OBJS += \
+	src/credentials/common.o \
+	src/credentials/password.o \
+	src/credentials/guard.o \
+	src/credentials/deferred.o \
+	src/credentials/login.o \
+	src/credentials/totp.o \
+	src/credentials/mfa.o \
+	src/credentials/sessions.o \
+	src/credentials/jwt.o \
+	src/credentials/credcache.o \
+	src/credentials/apikey.o \
+	src/credentials/apikey_usage.o \
+	src/credentials/ratelimit.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -56,8 +71,9 @@ PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
-REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation \
-               safety_pii safety_content router_models router_score images
+REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
+REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
+REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -95,7 +95,7 @@ SELECT d.name, donatello.department_preference(d.id) FROM donatello.departments 
 SELECT donatello.set_department_preference(:'design', 'fast');
 SELECT donatello.set_department_preference('00000000-0000-0000-0000-000000000000', 'cost');
 -- another organization's principal sees none of these rows
-SELECT donatello.create_organization('Elsewhere', 'elsewhere') AS elsewhere \gset
+SELECT donatello.create_organization('Router Elsewhere', 'router-elsewhere') AS elsewhere \gset
 SET ROLE donatello_user;
 SELECT set_config('request.jwt.claims', json_build_object('org', :'elsewhere')::text, false) IS NOT NULL AS as_elsewhere;
 SELECT count(*) AS visible FROM donatello.department_generation_settings;

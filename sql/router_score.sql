@@ -126,7 +126,7 @@ SELECT donatello.score_models('[]', '[]');
 SELECT donatello.register_provider('router-a', 'openai', 'https://a.example.com') IS NOT NULL AS provider_a;
 SELECT donatello.register_model('router-a', 'premium', 0.08, 10, 4, 9, true, '{1024x1024,1792x1024}') AS premium \gset
 SELECT donatello.register_model('router-a', 'budget', 0.01, 5, 8, 7, true, '{1024x1024}') AS budget \gset
-SELECT donatello.create_organization('Rank Org', 'rank-org') AS org \gset
+SELECT donatello.create_organization('Router Rank Org', 'router-rank-org') AS org \gset
 SELECT donatello.create_department(:'org', 'Art') AS art \gset
 SELECT donatello.create_department(:'org', 'Ops') AS ops \gset
 SELECT donatello.set_department_preference(:'art', 'quality');

@@ -2,7 +2,7 @@
 -- accent-insensitively on word boundaries, the compiled-blocklist cache, and
 -- a cross-check of thousands of terms against a regular-expression reference.
 SELECT donatello.create_organization('Safety Org', 'safety-org') AS org \gset
-SELECT donatello.create_organization('Other Org', 'other-org') AS other \gset
+SELECT donatello.create_organization('Safety Other', 'safety-other') AS other \gset
 
 -- folding: what a term is matched as
 SELECT t AS term, donatello.fold_blocked_term(t) AS folded
@@ -82,7 +82,7 @@ SELECT donatello.remove_blocked_terms(:'org', ARRAY['ZOMBIE', 'not there']) AS r
 SELECT donatello.check_content('zombie', :'org')->'clean' AS clean_after_remove;
 
 -- deleting the organization drops its terms
-SELECT donatello.create_organization('Short Lived', 'short-lived') AS gone \gset
+SELECT donatello.create_organization('Safety Short Lived', 'safety-short-lived') AS gone \gset
 SELECT donatello.add_blocked_terms(:'gone', ARRAY['ephemeral'], 'misc');
 SELECT donatello.check_content('ephemeral', :'gone')->'clean' AS clean_before;
 DELETE FROM donatello.organizations WHERE id = :'gone';
@@ -92,7 +92,7 @@ SELECT donatello.check_content('ephemeral', :'gone')->'clean' AS clean_after_del
 -- 4000 pseudo-words and 500 two-word phrases (deterministic, many sharing
 -- prefixes), and a text of 1000 words drawn from a larger vocabulary; the
 -- terms found must be exactly those the reference finds
-SELECT donatello.create_organization('Big List', 'big-list') AS big \gset
+SELECT donatello.create_organization('Safety Big List', 'safety-big-list') AS big \gset
 CREATE TEMP TABLE vocab AS
     SELECT i, 'w' || substr(md5(i::text), 1, 2 + i % 5) AS word FROM generate_series(1, 8000) i;
 CREATE TEMP TABLE big_words AS

@@ -65,6 +65,7 @@ _PG_init(void)
 	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+	credentials_init();
 	blocklist_cache_init();
 	blocklist_invalidate_init();
 	router_init();

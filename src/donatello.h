@@ -60,5 +60,6 @@ extern void donatello_end_as_owner(const DonatelloSavedUser *saved);
 /* init entry points, one per part, called from _PG_init */
 extern void rbac_cache_init(void);
 extern void rbac_invalidate_init(void);
+extern void credentials_init(void);	/* credentials/common.c */
 
 #endif							/* DONATELLO_H */

@@ -80,7 +80,7 @@ test('mock provider images are deterministic in model, prompt, size and index', 
 });
 
 test('donatello.png_info reads the mock provider images as pngjs does', async () => {
-  const db = await connect();
+  const db = await connect('mock_provider');
   try {
     await withProvider({}, async (p) => {
       for (const size of ['64x64', '512x768', '1792x1024']) {

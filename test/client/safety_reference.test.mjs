@@ -45,7 +45,7 @@ test('scan_pii finds exactly the card numbers the luhn package accepts', async (
     numbers.push(digits);
   }
   const grouped = numbers.map((d) => d.replace(/(\d{4})(?=\d)/g, '$1 '));
-  const db = await connect();
+  const db = await connect('safety_reference');
   try {
     const plain = await kindsOf(db, numbers.map((d) => `pay with card ${d} today`));
     const spaced = await kindsOf(db, grouped.map((d) => `pay with card ${d} today`));
@@ -103,7 +103,7 @@ test('scan_pii finds IBANs of every registry country ibantools knows, at its len
     assert.ok(ibantools.validateIBAN(altered).errorCodes.includes(ibantools.ValidationErrorsIBAN.WrongIBANChecksum));
     cases.push({ country, registry: spec.IBANRegistry === true || JOINED_RECENTLY.has(country), iban, altered });
   }
-  const db = await connect();
+  const db = await connect('safety_reference');
   try {
     const found = await kindsOf(db, cases.map((c) => `transfer to ${c.iban} please`));
     const grouped = await kindsOf(db, cases.map((c) => `transfer to ${c.iban.replace(/(.{4})(?=.)/g, '$1 ')} please`));
@@ -149,7 +149,7 @@ function ipCandidate(rnd) {
 test('scan_pii finds exactly the IP addresses Node\'s net.isIP accepts', async () => {
   const rnd = random(2024);
   const candidates = [...new Set(Array.from({ length: 600 }, () => ipCandidate(rnd)))];
-  const db = await connect();
+  const db = await connect('safety_reference');
   try {
     const found = await kindsOf(db, candidates.map((c) => `host ${c} is up`));
     let valid = 0;

@@ -1,23 +1,23 @@
-// generation_db.mjs — a connection to a database of its own for the
-// generation tests (donatello_client_generation), with a fresh donatello
-// extension; reaches the throwaway cluster through the PG* variables that
-// `test/bin/cluster env` prints (test/bin/run-suites exports them).
+// generation_db.mjs — a connection to a database of the calling test file's
+// own (donatello_client_<name>: test files may run in parallel), with a fresh
+// donatello extension; reaches the throwaway cluster through the PG*
+// variables that `test/bin/cluster env` prints (test/bin/run-suites exports
+// them).
 import pg from 'pg';
 
-const DATABASE = 'donatello_client_generation';
-let prepared = null;
+const prepared = new Map();
 
 // Create the database if needed and (re)create the extension, once per process.
-async function prepare() {
+async function prepare(database) {
   const admin = new pg.Client({ database: 'postgres' });
   await admin.connect();
   try {
-    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
-    if (rowCount === 0) await admin.query(`CREATE DATABASE ${DATABASE}`);
+    const { rowCount } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+    if (rowCount === 0) await admin.query(`CREATE DATABASE ${database}`);
   } finally {
     await admin.end();
   }
-  const db = new pg.Client({ database: DATABASE });
+  const db = new pg.Client({ database });
   await db.connect();
   try {
     await db.query('DROP EXTENSION IF EXISTS donatello CASCADE');
@@ -27,11 +27,12 @@ async function prepare() {
   }
 }
 
-// A connected client; the caller ends it.
-export async function connect() {
-  prepared ??= prepare();
-  await prepared;
-  const client = new pg.Client({ database: DATABASE });
+// A connected client to donatello_client_<name>; the caller ends it.
+export async function connect(name) {
+  const database = `donatello_client_${name}`;
+  if (!prepared.has(database)) prepared.set(database, prepare(database));
+  await prepared.get(database);
+  const client = new pg.Client({ database });
   await client.connect();
   return client;
 }
