@@ -37,6 +37,7 @@ OBJS = \
 	src/router/request_settings.o \
 	src/router/circuit.o \
 	src/router/provider_url.o \
+	src/router/provider_register.o \
 	src/images/png_header.o \
 	src/images/image_url.o \
 	bgworker/worker.o \

@@ -241,9 +241,11 @@ COMMENT ON TABLE donatello.model_circuits IS
 SELECT pg_catalog.pg_extension_config_dump('donatello.providers', '');
 SELECT pg_catalog.pg_extension_config_dump('donatello.models', '');
 
-CREATE FUNCTION donatello.register_provider(name text, kind text, base_url text, api_key text DEFAULT NULL)
+-- The checks and the upsert; called only by donatello.register_provider (C,
+-- below), which hides the statement of a failed call from the server log.
+CREATE FUNCTION donatello.register_provider_checked(name text, kind text, base_url text, api_key text)
     RETURNS uuid
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
@@ -271,7 +273,7 @@ BEGIN
     END IF;
 
     INSERT INTO donatello.providers AS p (name, kind, base_url)
-    VALUES (register_provider.name, register_provider.kind, clean_url)
+    VALUES (register_provider_checked.name, register_provider_checked.kind, clean_url)
     ON CONFLICT ON CONSTRAINT providers_name_key
     DO UPDATE SET kind = excluded.kind, base_url = excluded.base_url, updated_at = now()
     RETURNING p.id INTO provider_id;
@@ -283,6 +285,14 @@ BEGIN
     RETURN provider_id;
 END
 $$;
+COMMENT ON FUNCTION donatello.register_provider_checked(text, text, text, text) IS
+    'register_provider''s checks and upsert (owner only; call register_provider, which keeps the key out of the server log)';
+
+CREATE FUNCTION donatello.register_provider(name text, kind text, base_url text, api_key text DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'donatello_register_provider';
 COMMENT ON FUNCTION donatello.register_provider(text, text, text, text) IS
     'register (or replace) a provider: kind openai, base URL, optional API key stored sealed; returns its id';
 
