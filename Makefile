@@ -26,8 +26,37 @@ OBJS = \
 	src/rbac/rbac_cache.o \
 	src/rbac/rbac_check.o \
 	src/rbac/rbac_invalidate.o \
+	src/safety/text_fold.o \
+	src/safety/blocklist_automaton.o \
+	src/safety/blocklist_cache.o \
+	src/safety/content_check.o \
+	src/safety/pii_detect.o \
+	src/safety/pii_scan.o \
+	src/router/model_score.o \
+	src/router/model_rank.o \
+	src/router/request_settings.o \
+	src/router/circuit.o \
+	src/router/provider_url.o \
+	src/router/provider_register.o \
+	src/images/png_header.o \
+	src/images/image_url.o \
 	bgworker/worker.o \
 	bgworker/maintenance.o
+# credentials (issue 3)
+OBJS += \
+	src/credentials/common.o \
+	src/credentials/password.o \
+	src/credentials/guard.o \
+	src/credentials/deferred.o \
+	src/credentials/login.o \
+	src/credentials/totp.o \
+	src/credentials/mfa.o \
+	src/credentials/sessions.o \
+	src/credentials/jwt.o \
+	src/credentials/credcache.o \
+	src/credentials/apikey.o \
+	src/credentials/apikey_usage.o \
+	src/credentials/ratelimit.o
 # outbound dispatcher (issue 6)
 OBJS += \
 	bgworker/dispatcher/dispatcher_main.o \
@@ -54,7 +83,10 @@ PG_CFLAGS   = -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror)
 SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 
 # pg_regress suites: sql/<name>.sql -> expected/<name>.out, run in this order.
-REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation dispatcher
+REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
+REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
+REGRESS     += safety_pii safety_content router_models router_score images
+REGRESS     += dispatcher
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

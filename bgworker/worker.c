@@ -17,10 +17,12 @@
  * table indexed by kind. A backend that queued work calls
  * donatello_worker_wake_at_commit(kind): the worker's latch is set right after
  * the commit, never before (so the worker's next snapshot sees the work) and
- * never after a rollback.
+ * never after a rollback. A wake-up also raises a per-kind "pending" flag:
+ * code inside a unit of work (a lock wait, say) may reset the process latch,
+ * and the flag makes sure such a wake-up is not lost.
  *
  * Locking: the latch table is guarded by one spinlock, held only to copy a
- * pointer in or out.
+ * pointer in or out; the pending flags are atomics.
  */
 #include "postgres.h"
 
@@ -49,6 +51,7 @@ typedef struct WorkerLatches
 {
 	slock_t		mutex;
 	Latch	   *latch[WORKER_KIND_COUNT];
+	pg_atomic_uint32 pending[WORKER_KIND_COUNT];	/* woken since last wait */
 } WorkerLatches;
 
 static WorkerLatches *worker_latches = NULL;
@@ -68,7 +71,10 @@ worker_shmem_startup(void)
 	{
 		SpinLockInit(&worker_latches->mutex);
 		for (i = 0; i < WORKER_KIND_COUNT; i++)
+		{
 			worker_latches->latch[i] = NULL;
+			pg_atomic_init_u32(&worker_latches->pending[i], 0);
+		}
 	}
 }
 
@@ -154,18 +160,28 @@ donatello_worker_start(DonatelloWorkerKind kind)
 }
 
 /*
- * Sleep until the latch is set or the timeout passes (-1: no timeout); then
- * handle interrupts and a pending reload. Returns true if the latch was set.
+ * Sleep until woken or the timeout passes (-1: no timeout); then handle
+ * interrupts and a pending reload. Returns true if woken (including by a
+ * wake-up that arrived while the worker was busy, which returns at once).
  */
 bool
 donatello_worker_wait(long timeout_ms, uint32 wait_event_info)
 {
 	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
-	int			rc;
+	int			rc = 0;
+	bool		woken = false;
 
-	if (timeout_ms >= 0)
-		events |= WL_TIMEOUT;
-	rc = WaitLatch(MyLatch, events, timeout_ms, wait_event_info);
+	if (my_kind < WORKER_KIND_COUNT && worker_latches != NULL &&
+		pg_atomic_exchange_u32(&worker_latches->pending[my_kind], 0) != 0)
+		woken = true;
+	else
+	{
+		if (timeout_ms >= 0)
+			events |= WL_TIMEOUT;
+		rc = WaitLatch(MyLatch, events, timeout_ms, wait_event_info);
+		if (my_kind < WORKER_KIND_COUNT && worker_latches != NULL)
+			woken = pg_atomic_exchange_u32(&worker_latches->pending[my_kind], 0) != 0;
+	}
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
@@ -173,7 +189,7 @@ donatello_worker_wait(long timeout_ms, uint32 wait_event_info)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
-	return (rc & WL_LATCH_SET) != 0;
+	return woken || (rc & WL_LATCH_SET) != 0;
 }
 
 /*
@@ -225,6 +241,7 @@ donatello_worker_wake(DonatelloWorkerKind kind)
 
 	if (worker_latches == NULL)
 		return;
+	pg_atomic_write_u32(&worker_latches->pending[kind], 1);
 	SpinLockAcquire(&worker_latches->mutex);
 	latch = worker_latches->latch[kind];
 	SpinLockRelease(&worker_latches->mutex);

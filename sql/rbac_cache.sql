@@ -42,6 +42,16 @@ SELECT donatello.create_user(:'org', 'new@cache.test', 'New') IS NOT NULL AS cre
 SELECT donatello.create_department(:'org', 'New Department') IS NOT NULL AS created;
 SELECT generation - :g1 AS invalidations_after_unrelated_writes FROM donatello.permission_cache_stats();
 
+-- unknown ids are remembered too, until a user or department is inserted
+SELECT backend_hits AS h1, backend_misses AS m1 FROM donatello.permission_cache_stats() \gset
+SELECT donatello.has_permission('00000000-0000-0000-0000-0000000000aa', 'generation:read') AS unknown_1,
+       donatello.has_permission('00000000-0000-0000-0000-0000000000aa', 'generation:read') AS unknown_2;
+SELECT backend_hits - :h1 AS hits, backend_misses - :m1 AS misses FROM donatello.permission_cache_stats();
+SELECT donatello.has_permission(:'u', 'generation:create', '00000000-0000-0000-0000-0000000000bb') AS in_unknown_department;
+INSERT INTO donatello.departments (id, org_id, name) VALUES ('00000000-0000-0000-0000-0000000000bb', :'org', 'Created Later');
+SELECT donatello.has_permission(:'u', 'generation:create', '00000000-0000-0000-0000-0000000000bb') AS once_it_exists;
+SELECT generation - :g1 AS invalidations_after_inserts FROM donatello.permission_cache_stats();
+
 -- deactivation does
 SELECT donatello.deactivate_user(:'u');
 SELECT generation - :g1 AS invalidations_after_deactivation FROM donatello.permission_cache_stats();

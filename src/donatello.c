@@ -18,6 +18,9 @@
 #include "donatello.h"
 #include "bgworker/worker.h"
 #include "secrets/secrets.h"
+#include "safety/safety.h"
+#include "router/router.h"
+#include "images/images.h"
 
 PG_MODULE_MAGIC;
 
@@ -62,6 +65,11 @@ _PG_init(void)
 	secrets_init();
 	rbac_cache_init();
 	rbac_invalidate_init();
+	credentials_init();
+	blocklist_cache_init();
+	blocklist_invalidate_init();
+	router_init();
+	image_url_init();
 	dispatcher_init();
 
 	/* after every part: registers the worker only if a part added a task */

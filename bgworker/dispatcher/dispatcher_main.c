@@ -375,7 +375,29 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 				timeout = 0;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
+
+		/*
+		 * A wake-up that arrived while a unit of work ran may have had its
+		 * latch reset inside that unit (a lock wait does); the shared
+		 * "pending" flag keeps it. Look at it before sleeping.
+		 */
+		if (timeout != 0)
+		{
+			bool		woken = donatello_worker_wait(0, PG_WAIT_EXTENSION);
+
+			dispatch_curl_configure();	/* the call handles a pending reload */
+			if (woken)
+			{
+				need_claim = true;
+				continue;
+			}
+		}
 		if (dispatch_curl_wait(timeout))
+		{
+			/* woken: claim next; this wake-up's pending flag is spent here */
 			need_claim = true;
+			(void) donatello_worker_wait(0, PG_WAIT_EXTENSION);
+			dispatch_curl_configure();
+		}
 	}
 }

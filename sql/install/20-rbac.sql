@@ -123,8 +123,8 @@ GRANT SELECT ON donatello.roles, donatello.role_permissions, donatello.user_role
 -- ---------------------------------------------------------------------------
 -- Permission cache invalidation: any change to what the engine reads marks
 -- the transaction (its own later checks bypass the cache) and, at commit,
--- invalidates the shared cache. Inserting a user or a department changes no
--- cached answer (unknown ids are never cached), so inserts there do not count.
+-- invalidates the shared cache. Inserting a user or a department only
+-- invalidates the remembered unknown ids (argument 'insert').
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION donatello.rbac_invalidate() RETURNS trigger
     LANGUAGE c
@@ -136,6 +136,10 @@ CREATE TRIGGER rbac_invalidate AFTER UPDATE OF id, org_id, active OR DELETE OR T
     ON donatello.users FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
 CREATE TRIGGER rbac_invalidate AFTER UPDATE OF id, org_id OR DELETE OR TRUNCATE
     ON donatello.departments FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
+CREATE TRIGGER rbac_invalidate_insert AFTER INSERT
+    ON donatello.users FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate('insert');
+CREATE TRIGGER rbac_invalidate_insert AFTER INSERT
+    ON donatello.departments FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate('insert');
 CREATE TRIGGER rbac_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
     ON donatello.roles FOR EACH STATEMENT EXECUTE FUNCTION donatello.rbac_invalidate();
 CREATE TRIGGER rbac_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE

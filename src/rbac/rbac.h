@@ -52,6 +52,7 @@ typedef struct RbacException
 typedef struct CompiledUser
 {
 	uint32		size;			/* total bytes */
+	bool		exists;			/* false: a remembered unknown user */
 	bool		active;
 	pg_uuid_t	org_id;
 	uint32		ngroups;
@@ -75,7 +76,19 @@ extern bool rbac_check(const pg_uuid_t *user_id, text *permission,
 					   const pg_uuid_t *department_id);
 
 /* rbac_compile.c: computing blobs from the tables (SPI, as extension owner) */
-extern CompiledUser *rbac_compile_user(const pg_uuid_t *user_id, uint64 generation,
+/*
+ * What a cache entry was compiled under: the RBAC generation (bumped after
+ * every commit that changed RBAC data) and the insert generation (bumped after
+ * every commit that inserted users or departments, which only unknown-id
+ * entries depend on).
+ */
+typedef struct RbacStamp
+{
+	uint64		generation;
+	uint64		inserts;
+} RbacStamp;
+
+extern CompiledUser *rbac_compile_user(const pg_uuid_t *user_id, const RbacStamp *stamp,
 									   bool use_cache);
 extern bool rbac_read_department_org(const pg_uuid_t *department_id, pg_uuid_t *org_id);
 extern const char *rbac_blob_string(const void *blob, const uint32 *offsets, uint32 i);
@@ -102,13 +115,14 @@ typedef struct RbacCacheStats
 typedef bool (*rbac_blob_reader) (const void *blob, void *arg);
 
 extern bool rbac_cache_usable(void);
-extern uint64 rbac_cache_generation(void);
+extern RbacStamp rbac_cache_stamp(void);
 extern bool rbac_cache_read(RbacCacheKind kind, const pg_uuid_t *id,
 							rbac_blob_reader reader, void *arg, bool *result);
 extern bool rbac_cache_copy_reader(const void *blob, void *arg);
-extern void rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, uint64 generation,
-							 const void *blob, Size size);
+extern void rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, const RbacStamp *stamp,
+							 bool negative, const void *blob, Size size);
 extern void rbac_cache_bump_generation(void);
+extern void rbac_cache_bump_inserts(void);
 extern void rbac_cache_reset(void);
 extern void rbac_cache_get_stats(RbacCacheStats *stats);
 

@@ -14,7 +14,10 @@
  * generation equals the current one. A backend reads the generation *before*
  * it takes the snapshot it compiles with, and stores the result tagged with
  * that generation, so a result computed before a commit became visible can
- * never be served after that commit's bump.
+ * never be served after that commit's bump. Negative entries (an unknown user
+ * or department) are also tagged with a second counter, bumped after every
+ * commit that inserted users or departments, so creating a user invalidates
+ * only the negative entries.
  *
  * Locking rules.
  *	- The hash table is split into RBAC_CACHE_PARTITIONS partitions, each
@@ -63,7 +66,8 @@ typedef struct RbacCacheKey
 typedef struct RbacCacheEntry
 {
 	RbacCacheKey key;			/* hash key; must be first */
-	uint64		generation;
+	RbacStamp	stamp;
+	bool		negative;		/* an unknown id: also depends on stamp.inserts */
 	dsa_pointer blob;
 	uint32		size;
 } RbacCacheEntry;
@@ -72,6 +76,7 @@ typedef struct RbacCacheEntry
 typedef struct RbacCacheShared
 {
 	pg_atomic_uint64 generation;	/* bumped after each RBAC commit */
+	pg_atomic_uint64 inserts;	/* bumped after each commit inserting users or departments */
 	pg_atomic_uint64 evictions;
 	pg_atomic_uint64 bytes_used;
 	int			dsa_tranche_id;
@@ -144,6 +149,7 @@ rbac_cache_shmem_startup(void)
 		dsa_area   *area;
 
 		pg_atomic_init_u64(&rbac_shared->generation, 1);
+		pg_atomic_init_u64(&rbac_shared->inserts, 1);
 		pg_atomic_init_u64(&rbac_shared->evictions, 0);
 		pg_atomic_init_u64(&rbac_shared->bytes_used, 0);
 		rbac_shared->dsa_size = rbac_dsa_size();
@@ -218,13 +224,26 @@ rbac_cache_usable(void)
 	return true;
 }
 
-/* The current generation; read before taking a snapshot to compile with. */
-uint64
-rbac_cache_generation(void)
+/* The current counters; read before taking a snapshot to compile with. */
+RbacStamp
+rbac_cache_stamp(void)
 {
-	if (rbac_shared == NULL)
-		return 0;
-	return pg_atomic_read_u64(&rbac_shared->generation);
+	RbacStamp	stamp = {0, 0};
+
+	if (rbac_shared != NULL)
+	{
+		stamp.generation = pg_atomic_read_u64(&rbac_shared->generation);
+		stamp.inserts = pg_atomic_read_u64(&rbac_shared->inserts);
+	}
+	return stamp;
+}
+
+/* Is an entry valid under the current counters? */
+static inline bool
+entry_is_current(const RbacCacheEntry *entry, const RbacStamp *now)
+{
+	return entry->stamp.generation == now->generation &&
+		(!entry->negative || entry->stamp.inserts == now->inserts);
 }
 
 /* Invalidate every entry; called after a commit that changed RBAC data. */
@@ -233,6 +252,14 @@ rbac_cache_bump_generation(void)
 {
 	if (rbac_shared != NULL)
 		pg_atomic_fetch_add_u64(&rbac_shared->generation, 1);
+}
+
+/* Invalidate negative entries; called after a commit that inserted users or departments. */
+void
+rbac_cache_bump_inserts(void)
+{
+	if (rbac_shared != NULL)
+		pg_atomic_fetch_add_u64(&rbac_shared->inserts, 1);
 }
 
 /* Build a key with its padding cleared (the hash covers every byte). */
@@ -263,7 +290,7 @@ rbac_cache_read(RbacCacheKind kind, const pg_uuid_t *id,
 	RbacCacheEntry *entry;
 	uint32		hashcode;
 	LWLock	   *lock;
-	uint64		generation = pg_atomic_read_u64(&rbac_shared->generation);
+	RbacStamp	now = rbac_cache_stamp();
 	bool		hit = false;
 
 	rbac_cache_make_key(&key, kind, id);
@@ -272,7 +299,7 @@ rbac_cache_read(RbacCacheKind kind, const pg_uuid_t *id,
 
 	LWLockAcquire(lock, LW_SHARED);
 	entry = hash_search_with_hash_value(rbac_htab, &key, hashcode, HASH_FIND, NULL);
-	if (entry != NULL && entry->generation == generation)
+	if (entry != NULL && entry_is_current(entry, &now))
 	{
 		*result = reader(dsa_get_address(rbac_dsa, entry->blob), arg);
 		hit = true;
@@ -314,7 +341,7 @@ rbac_cache_evict(bool everything)
 {
 	HASH_SEQ_STATUS status;
 	RbacCacheEntry *entry;
-	uint64		generation = pg_atomic_read_u64(&rbac_shared->generation);
+	RbacStamp	now = rbac_cache_stamp();
 	long		remaining = 0;
 	int			i;
 
@@ -324,7 +351,7 @@ rbac_cache_evict(bool everything)
 	hash_seq_init(&status, rbac_htab);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
-		if (everything || entry->generation != generation)
+		if (everything || !entry_is_current(entry, &now))
 		{
 			rbac_cache_free_blob(entry);
 			hash_search(rbac_htab, &entry->key, HASH_REMOVE, NULL);
@@ -373,13 +400,13 @@ rbac_cache_copy_blob(const void *blob, Size size)
 }
 
 /*
- * Store a compiled blob computed under the given generation. Does nothing if
- * the generation is already stale or there is no room even after eviction
- * (the caller has its answer either way).
+ * Store a compiled blob computed under the given counters (negative: it
+ * records an unknown id). Does nothing if the counters are already stale or
+ * there is no room even after eviction (the caller has its answer either way).
  */
 void
-rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, uint64 generation,
-				 const void *blob, Size size)
+rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, const RbacStamp *stamp,
+				 bool negative, const void *blob, Size size)
 {
 	RbacCacheKey key;
 	RbacCacheEntry *entry;
@@ -388,8 +415,9 @@ rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, uint64 generation,
 	dsa_pointer dp;
 	bool		found;
 	int			attempt;
+	RbacStamp	now = rbac_cache_stamp();
 
-	if (generation != pg_atomic_read_u64(&rbac_shared->generation))
+	if (stamp->generation != now.generation || (negative && stamp->inserts != now.inserts))
 		return;
 
 	dp = rbac_cache_copy_blob(blob, size);
@@ -406,7 +434,9 @@ rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, uint64 generation,
 		entry = hash_search_with_hash_value(rbac_htab, &key, hashcode, HASH_ENTER_NULL, &found);
 		if (entry != NULL)
 		{
-			if (found && entry->generation > generation)
+			if (found && (entry->stamp.generation > stamp->generation ||
+						  (entry->stamp.generation == stamp->generation &&
+						   entry->stamp.inserts > stamp->inserts)))
 			{
 				/* someone stored a fresher answer meanwhile: keep it */
 				LWLockRelease(lock);
@@ -414,7 +444,8 @@ rbac_cache_store(RbacCacheKind kind, const pg_uuid_t *id, uint64 generation,
 			}
 			if (found)
 				rbac_cache_free_blob(entry);
-			entry->generation = generation;
+			entry->stamp = *stamp;
+			entry->negative = negative;
 			entry->blob = dp;
 			entry->size = (uint32) size;
 			LWLockRelease(lock);

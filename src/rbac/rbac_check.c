@@ -48,22 +48,24 @@ typedef struct CheckRequest
 	TimestampTz now;
 } CheckRequest;
 
-/* Backend-local memo: department id -> organization, for one generation. */
+/* Backend-local memo: department id -> organization (or unknown), for one stamp. */
 typedef struct DepartmentMemoEntry
 {
 	pg_uuid_t	department_id;	/* hash key */
+	bool		exists;
 	pg_uuid_t	org_id;
 } DepartmentMemoEntry;
 
-/* Blob stored in the shared cache for a department. */
+/* Blob stored in the shared cache for a department (exists false: unknown id). */
 typedef struct DepartmentFact
 {
 	uint32		size;
+	bool		exists;
 	pg_uuid_t	org_id;
 } DepartmentFact;
 
 static HTAB *department_memo = NULL;
-static uint64 department_memo_generation = 0;
+static RbacStamp department_memo_stamp = {0, 0};
 
 static inline bool
 is_lower(char c)
@@ -161,7 +163,7 @@ rbac_evaluate(const CompiledUser *cu, const CheckRequest *req)
 	uint32		g,
 				i;
 
-	if (!cu->active)
+	if (!cu->exists || !cu->active)
 		return false;
 	if (req->department_id != NULL &&
 		(!req->department_known ||
@@ -201,7 +203,7 @@ evaluate_reader(const void *blob, void *arg)
 static bool
 department_reader(const void *blob, void *arg)
 {
-	memcpy(arg, &((const DepartmentFact *) blob)->org_id, sizeof(pg_uuid_t));
+	memcpy(arg, blob, sizeof(DepartmentFact));
 	return true;
 }
 
@@ -216,7 +218,7 @@ caches_usable(void)
 static bool
 resolve_department(const pg_uuid_t *department_id, pg_uuid_t *org_id)
 {
-	uint64		generation;
+	RbacStamp	stamp;
 	DepartmentMemoEntry *memo;
 	DepartmentFact fact;
 	bool		found,
@@ -225,8 +227,10 @@ resolve_department(const pg_uuid_t *department_id, pg_uuid_t *org_id)
 	if (!caches_usable())
 		return rbac_read_department_org(department_id, org_id);
 
-	generation = rbac_cache_generation();
-	if (department_memo == NULL || department_memo_generation != generation ||
+	stamp = rbac_cache_stamp();
+	if (department_memo == NULL ||
+		department_memo_stamp.generation != stamp.generation ||
+		department_memo_stamp.inserts != stamp.inserts ||
 		hash_get_num_entries(department_memo) >= DEPARTMENT_MEMO_MAX)
 	{
 		HASHCTL		info;
@@ -238,28 +242,29 @@ resolve_department(const pg_uuid_t *department_id, pg_uuid_t *org_id)
 		info.hcxt = TopMemoryContext;
 		department_memo = hash_create("donatello department memo", 256, &info,
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		department_memo_generation = generation;
+		department_memo_stamp = stamp;
 	}
 
 	memo = hash_search(department_memo, department_id, HASH_FIND, NULL);
 	if (memo != NULL)
 	{
 		memcpy(org_id, &memo->org_id, sizeof(pg_uuid_t));
-		return true;
+		return memo->exists;
 	}
 
-	if (!rbac_cache_read(RBAC_CACHE_DEPARTMENT, department_id, department_reader, org_id, &dummy))
+	if (!rbac_cache_read(RBAC_CACHE_DEPARTMENT, department_id, department_reader, &fact, &dummy))
 	{
-		/* unknown departments are not remembered: their insert bumps nothing */
-		if (!rbac_read_department_org(department_id, org_id))
-			return false;
+		memset(&fact, 0, sizeof(fact));
 		fact.size = sizeof(fact);
-		memcpy(&fact.org_id, org_id, sizeof(pg_uuid_t));
-		rbac_cache_store(RBAC_CACHE_DEPARTMENT, department_id, generation, &fact, sizeof(fact));
+		fact.exists = rbac_read_department_org(department_id, &fact.org_id);
+		rbac_cache_store(RBAC_CACHE_DEPARTMENT, department_id, &stamp, !fact.exists,
+						 &fact, sizeof(fact));
 	}
 	memo = hash_search(department_memo, department_id, HASH_ENTER, &found);
-	memcpy(&memo->org_id, org_id, sizeof(pg_uuid_t));
-	return true;
+	memo->exists = fact.exists;
+	memcpy(&memo->org_id, &fact.org_id, sizeof(pg_uuid_t));
+	memcpy(org_id, &fact.org_id, sizeof(pg_uuid_t));
+	return fact.exists;
 }
 
 /* Validate a requested permission and prepare the request. */
@@ -294,26 +299,37 @@ prepare_request(CheckRequest *req, text *permission, const pg_uuid_t *department
 }
 
 /*
- * Compile a user after a cache miss (storing the result) or when the caches
- * cannot be used; NULL for an unknown user, which is never cached (inserting
- * a user invalidates nothing).
+ * Compile a user after a cache miss (storing the result; an unknown user is
+ * remembered as a negative entry) or when the caches cannot be used. Returns
+ * NULL for an unknown user.
  */
 static CompiledUser *
 compile_user_for_check(const pg_uuid_t *user_id)
 {
 	CompiledUser *cu;
-	uint64		generation;
+	RbacStamp	stamp;
 
 	if (!caches_usable())
 	{
+		RbacStamp	none = {0, 0};
+
 		rbac_backend_bypasses++;
-		return rbac_compile_user(user_id, 0, false);
+		return rbac_compile_user(user_id, &none, false);
 	}
 	rbac_backend_misses++;
-	generation = rbac_cache_generation();
-	cu = rbac_compile_user(user_id, generation, true);
+	stamp = rbac_cache_stamp();
+	cu = rbac_compile_user(user_id, &stamp, true);
 	if (cu != NULL)
-		rbac_cache_store(RBAC_CACHE_USER, user_id, generation, cu, cu->size);
+		rbac_cache_store(RBAC_CACHE_USER, user_id, &stamp, false, cu, cu->size);
+	else
+	{
+		CompiledUser unknown;
+
+		memset(&unknown, 0, sizeof(unknown));
+		unknown.size = sizeof(unknown);
+		unknown.exists = false;
+		rbac_cache_store(RBAC_CACHE_USER, user_id, &stamp, true, &unknown, sizeof(unknown));
+	}
 	return cu;
 }
 
@@ -328,7 +344,7 @@ fetch_compiled_user(const pg_uuid_t *user_id)
 		rbac_cache_read(RBAC_CACHE_USER, user_id, rbac_cache_copy_reader, &cu, &dummy))
 	{
 		rbac_backend_hits++;
-		return cu;
+		return cu->exists ? cu : NULL;
 	}
 	return compile_user_for_check(user_id);
 }
@@ -447,7 +463,7 @@ donatello_effective_permissions(PG_FUNCTION_ARGS)
 	donatello_require_preload("permission checks");
 	if (!PG_ARGISNULL(0))
 		cu = fetch_compiled_user(PG_GETARG_UUID_P(0));
-	if (cu == NULL || !cu->active ||
+	if (cu == NULL || !cu->exists || !cu->active ||
 		(department_id != NULL &&
 		 (!resolve_department(department_id, &department_org) ||
 		  memcmp(&department_org, &cu->org_id, sizeof(pg_uuid_t)) != 0)))

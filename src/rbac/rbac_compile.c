@@ -68,7 +68,7 @@ static SPIPlanPtr rbac_plans[Q_COUNT];
 typedef struct CompileContext
 {
 	Snapshot	snapshot;
-	uint64		generation;
+	RbacStamp	stamp;
 	bool		use_cache;
 } CompileContext;
 
@@ -218,7 +218,7 @@ rbac_compile_role_in(CompileContext *cc, const pg_uuid_t *role_id, int depth)
 	n = rbac_sort_unique(s, n);
 	cr = rbac_build_role(s, n);
 	if (cc->use_cache)
-		rbac_cache_store(RBAC_CACHE_ROLE, role_id, cc->generation, cr, cr->size);
+		rbac_cache_store(RBAC_CACHE_ROLE, role_id, &cc->stamp, false, cr, cr->size);
 	return cr;
 }
 
@@ -276,6 +276,7 @@ rbac_build_user(bool active, const pg_uuid_t *org_id, GroupBuild *groups, int ng
 
 	cu = palloc0(size);
 	cu->size = (uint32) size;
+	cu->exists = true;
 	cu->active = active;
 	memcpy(&cu->org_id, org_id, sizeof(pg_uuid_t));
 	cu->ngroups = ngroups;
@@ -410,14 +411,14 @@ typedef struct CompileSession
 } CompileSession;
 
 static void
-rbac_session_begin(CompileSession *cs, uint64 generation, bool use_cache)
+rbac_session_begin(CompileSession *cs, const RbacStamp *stamp, bool use_cache)
 {
 	cs->caller_cxt = CurrentMemoryContext;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in the donatello permission engine");
 	cs->work_cxt = CurrentMemoryContext;	/* SPI procedure context, freed at finish */
 	donatello_begin_as_owner(&cs->saved);
-	cs->cc.generation = generation;
+	cs->cc.stamp = *stamp;
 	cs->cc.use_cache = use_cache;
 	cs->cc.snapshot = RegisterSnapshot(GetLatestSnapshot());
 }
@@ -443,16 +444,16 @@ rbac_session_end(CompileSession *cs, const void *blob)
 
 /*
  * Compile a user's permissions. With use_cache, role closures come from and
- * go to the shared cache under the given generation (read by the caller
- * before calling). Returns NULL for an unknown user.
+ * go to the shared cache under the given counters (read by the caller before
+ * calling). Returns NULL for an unknown user.
  */
 CompiledUser *
-rbac_compile_user(const pg_uuid_t *user_id, uint64 generation, bool use_cache)
+rbac_compile_user(const pg_uuid_t *user_id, const RbacStamp *stamp, bool use_cache)
 {
 	CompileSession cs;
 	CompiledUser *cu;
 
-	rbac_session_begin(&cs, generation, use_cache);
+	rbac_session_begin(&cs, stamp, use_cache);
 	cu = rbac_compile_user_in(&cs.cc, user_id);
 	return rbac_session_end(&cs, cu);
 }
@@ -462,9 +463,10 @@ bool
 rbac_read_department_org(const pg_uuid_t *department_id, pg_uuid_t *org_id)
 {
 	CompileSession cs;
+	RbacStamp	none = {0, 0};
 	bool		found = false;
 
-	rbac_session_begin(&cs, 0, false);
+	rbac_session_begin(&cs, &none, false);
 	rbac_run(&cs.cc, Q_DEPARTMENT, department_id, NULL);
 	if (SPI_processed == 1)
 		found = rbac_get_uuid(0, 1, org_id);

@@ -24,24 +24,34 @@
 
 PG_FUNCTION_INFO_V1(donatello_rbac_invalidate);
 
-static bool rbac_xact_changed = false;
+static bool rbac_xact_changed = false;	/* RBAC data changed */
+static bool rbac_xact_inserted = false; /* users or departments inserted */
 
-/* Has the current transaction changed RBAC data? */
+/* Has the current transaction changed RBAC data (or inserted users or departments)? */
 bool
 rbac_changed_in_transaction(void)
 {
-	return rbac_xact_changed;
+	return rbac_xact_changed || rbac_xact_inserted;
 }
 
-/* Statement trigger on RBAC tables: remember the change for this transaction. */
+/*
+ * Statement trigger on RBAC tables: remember the change for this transaction.
+ * With the argument 'insert' (on users and departments), the change is an
+ * insert, which only invalidates remembered unknown ids.
+ */
 Datum
 donatello_rbac_invalidate(PG_FUNCTION_ARGS)
 {
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("donatello.rbac_invalidate() must be called as a trigger")));
-	rbac_xact_changed = true;
+	if (trigdata->tg_trigger->tgnargs > 0 && strcmp(trigdata->tg_trigger->tgargs[0], "insert") == 0)
+		rbac_xact_inserted = true;
+	else
+		rbac_xact_changed = true;
 	return PointerGetDatum(NULL);
 }
 
@@ -52,7 +62,7 @@ rbac_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 	switch (event)
 	{
 		case XACT_EVENT_PRE_PREPARE:
-			if (rbac_xact_changed)
+			if (rbac_xact_changed || rbac_xact_inserted)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that changed donatello roles or permissions"),
@@ -62,12 +72,14 @@ rbac_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (rbac_xact_changed)
 				rbac_cache_bump_generation();
-			rbac_xact_changed = false;
+			if (rbac_xact_inserted)
+				rbac_cache_bump_inserts();
+			rbac_xact_changed = rbac_xact_inserted = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			rbac_xact_changed = false;
+			rbac_xact_changed = rbac_xact_inserted = false;
 			break;
 		default:
 			break;

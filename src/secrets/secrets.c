@@ -87,7 +87,8 @@ root_key_generate(const char *path)
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, S_IRUSR | S_IWUSR);
 	if (fd < 0)
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errhidestmt(true),
+				 errcode_for_file_access(),
 				 errmsg("could not create donatello root key file \"%s\": %m", path)));
 	if (write(fd, hex, strlen(hex)) != (ssize_t) strlen(hex) || fsync(fd) != 0)
 	{
@@ -97,7 +98,8 @@ root_key_generate(const char *path)
 		unlink(path);
 		errno = save_errno;
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errhidestmt(true),
+				 errcode_for_file_access(),
 				 errmsg("could not write donatello root key file \"%s\": %m", path)));
 	}
 	close(fd);
@@ -117,15 +119,18 @@ root_key_read(const char *setting, const char *path, RootKey *rk)
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errhidestmt(true),
+				 errcode_for_file_access(),
 				 errmsg("could not open %s \"%s\": %m", setting, path)));
 	if (fstat(fd, &st) != 0)
 		ereport(ERROR,
-				(errcode_for_file_access(),
+				(errhidestmt(true),
+				 errcode_for_file_access(),
 				 errmsg("could not stat %s \"%s\": %m", setting, path)));
 	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				(errhidestmt(true),
+				 errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("%s \"%s\" is accessible by group or others", setting, path),
 				 errhint("Run: chmod 600 %s", path)));
 	n = read(fd, buf, sizeof(buf));
@@ -145,7 +150,8 @@ root_key_read(const char *setting, const char *path, RootKey *rk)
 	sodium_memzero(buf, sizeof(buf));
 	if (!rk->loaded)
 		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				(errhidestmt(true),
+				 errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("%s \"%s\" does not hold a 32-byte key", setting, path),
 				 errhint("The file must hold 32 random bytes, or 64 hexadecimal digits such as the output of: openssl rand -hex 32")));
 	root_key_compute_id(rk);
@@ -244,7 +250,8 @@ check_purpose(const char *purpose)
 {
 	if (purpose[0] == '\0' || strlen(purpose) > 64)
 		ereport(ERROR,
-				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				(errhidestmt(true),
+				 errcode(ERRCODE_DN_INVALID_ARGUMENT),
 				 errmsg("invalid secret purpose \"%s\"", purpose),
 				 errhint("A purpose is a short label such as \"webhook\" or \"totp\".")));
 }
@@ -297,7 +304,8 @@ static void
 secrets_open_failed(const char *purpose, const pg_uuid_t *row_id, const char *why)
 {
 	ereport(ERROR,
-			(errcode(ERRCODE_DATA_CORRUPTED),
+			(errhidestmt(true),
+			 errcode(ERRCODE_DATA_CORRUPTED),
 			 errmsg("could not open the %s secret of row %s", purpose,
 					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(row_id)))),
 			 errdetail("%s", why),
