@@ -57,6 +57,17 @@ OBJS += \
 	src/credentials/apikey.o \
 	src/credentials/apikey_usage.o \
 	src/credentials/ratelimit.o
+# outbound dispatcher (issue 6)
+OBJS += \
+	bgworker/dispatcher/dispatcher_main.o \
+	bgworker/dispatcher/dispatcher_queue.o \
+	bgworker/dispatcher/dispatcher_curl.o \
+	bgworker/dispatcher/dispatcher_ssrf.o \
+	bgworker/dispatcher/dispatcher_sign.o \
+	bgworker/dispatcher/dispatcher_retry.o \
+	src/dispatch/dispatch_common.o \
+	src/dispatch/webhooks.o \
+	src/dispatch/http_enqueue.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -75,6 +86,7 @@ SHLIB_LINK  = -lssl -lcrypto -lsodium -lcurl -lmicrohttpd
 REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isolation
 REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS     += safety_pii safety_content router_models router_score images
+REGRESS     += dispatcher
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

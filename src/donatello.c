@@ -70,6 +70,7 @@ _PG_init(void)
 	blocklist_invalidate_init();
 	router_init();
 	image_url_init();
+	dispatcher_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();

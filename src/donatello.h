@@ -61,5 +61,6 @@ extern void donatello_end_as_owner(const DonatelloSavedUser *saved);
 extern void rbac_cache_init(void);
 extern void rbac_invalidate_init(void);
 extern void credentials_init(void);	/* credentials/common.c */
+extern void dispatcher_init(void);	/* bgworker/dispatcher/dispatcher_main.c */
 
 #endif							/* DONATELLO_H */
