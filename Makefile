@@ -68,6 +68,16 @@ OBJS += \
 	src/dispatch/dispatch_common.o \
 	src/dispatch/webhooks.o \
 	src/dispatch/http_enqueue.o
+# HTTP layer (issue 7)
+OBJS += \
+	bgworker/httpd/httpd_main.o \
+	bgworker/httpd/httpd_request.o \
+	bgworker/httpd/httpd_auth.o \
+	bgworker/httpd/httpd_parse.o \
+	bgworker/httpd/httpd_sql.o \
+	bgworker/httpd/httpd_response.o \
+	bgworker/httpd/httpd_openapi.o \
+	bgworker/httpd/httpd_metrics.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))

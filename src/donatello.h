@@ -62,5 +62,6 @@ extern void rbac_cache_init(void);
 extern void rbac_invalidate_init(void);
 extern void credentials_init(void);	/* credentials/common.c */
 extern void dispatcher_init(void);	/* bgworker/dispatcher/dispatcher_main.c */
+extern void httpd_init(void);		/* bgworker/httpd/httpd_main.c */
 
 #endif							/* DONATELLO_H */
