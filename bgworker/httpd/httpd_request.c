@@ -306,11 +306,16 @@ run_route(HttpRequest *req, HttpResponse *resp, const HttpRoute *route, const ch
 			StringInfoData h;
 
 			initStringInfo(&h);
-			appendStringInfoString(&h, "Bearer error=\"invalid_token\", error_description=\"");
-			for (const char *c = edata->message; c && *c; c++)
-				if (*c != '"' && *c != '\\' && (unsigned char) *c >= 0x20)
-					appendStringInfoChar(&h, *c);
-			appendStringInfoChar(&h, '"');
+			if (edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE)
+				appendStringInfoString(&h, "Bearer");	/* anonymous: credentials needed */
+			else
+			{
+				appendStringInfoString(&h, "Bearer error=\"invalid_token\", error_description=\"");
+				for (const char *c = edata->message; c && *c; c++)
+					if (*c != '"' && *c != '\\' && (unsigned char) *c >= 0x20)
+						appendStringInfoChar(&h, *c);
+				appendStringInfoChar(&h, '"');
+			}
 			httpd_add_header(req, resp, "WWW-Authenticate", h.data);
 		}
 		FreeErrorData(edata);
