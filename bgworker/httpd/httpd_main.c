@@ -388,7 +388,8 @@ donatello_httpd_main(Datum arg)
 				MHD_stop_daemon(daemon);
 				ereport(LOG,
 						(errmsg("donatello httpd %d: shut down", DatumGetInt32(arg) + 1)));
-				proc_exit(0);
+				/* 1: a worker stopped alone (pg_terminate_backend) is started again */
+				proc_exit(1);
 			}
 		}
 	}
