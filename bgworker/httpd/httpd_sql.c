@@ -26,6 +26,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/catcache.h"
@@ -399,14 +400,69 @@ read_range(HttpRequest *req, long *limit, long *offset)
 		parse_failure("offset", "offset must be a non-negative integer");
 }
 
-/* Run a statement; returns the number of rows; raises on error. */
+/*
+ * Saved plans of the statements this worker ran, keyed by parameter types and
+ * SQL text. The SQL holds only catalog-checked names, so the number of
+ * distinct statements is bounded by the schema and the request shapes; the
+ * cache stops growing at PLAN_CACHE_SIZE entries. The plan cache revalidates
+ * a saved plan after DDL and when the role (row-level security) differs.
+ */
+#define PLAN_CACHE_SIZE 1024
+#define PLAN_KEY_SIZE 2048
+
+typedef struct PlanEntry
+{
+	char		key[PLAN_KEY_SIZE];
+	SPIPlanPtr	plan;
+} PlanEntry;
+
+static HTAB *plan_cache = NULL;
+
+/* Run a statement (with a saved plan when possible); returns the rows; raises on error. */
 static uint64
 run_sql(const char *sql, Params *p)
 {
-	int			rc = SPI_execute_with_args(sql, p->n, p->types, p->values, NULL, false, 0);
+	char		key[PLAN_KEY_SIZE];
+	int			i,
+				rc;
+	PlanEntry  *entry = NULL;
+	bool		found = false;
 
+	if (plan_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = PLAN_KEY_SIZE;
+		ctl.entrysize = sizeof(PlanEntry);
+		plan_cache = hash_create("donatello httpd plans", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	if (p->n < 64 && strlen(sql) + p->n + 2 < PLAN_KEY_SIZE)
+	{
+		for (i = 0; i < p->n; i++)
+			key[i] = p->types[i] == TEXTOID ? 't' : 'a';
+		key[p->n] = '|';
+		strcpy(key + p->n + 1, sql);
+		entry = hash_search(plan_cache, key, hash_get_num_entries(plan_cache) < PLAN_CACHE_SIZE ? HASH_ENTER : HASH_FIND, &found);
+	}
+	if (entry != NULL && (!found || entry->plan == NULL))
+	{
+		/* a statement that fails to prepare leaves a NULL plan, tried again next time */
+		SPIPlanPtr	plan;
+
+		entry->plan = NULL;
+		plan = SPI_prepare(sql, p->n, p->types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		entry->plan = plan;
+	}
+	if (entry != NULL)
+		rc = SPI_execute_plan(entry->plan, p->values, NULL, false, 0);
+	else
+		rc = SPI_execute_with_args(sql, p->n, p->types, p->values, NULL, false, 0);
 	if (rc < 0)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+		elog(ERROR, "SPI execution failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
 }
 
