@@ -359,12 +359,12 @@ test('413: request body over donatello.http_max_body_size', async () => {
 });
 
 test('statement timeout: a long statement is cancelled, the worker answers on', async () => {
-  await db.query("ALTER SYSTEM SET donatello.http_statement_timeout = '300ms'");
+  await db.query("ALTER SYSTEM SET donatello.http_statement_timeout = '1s'");
   await db.query('SELECT pg_reload_conf()');
   try {
     let res;
     await eventually(async () => {
-      res = await client().rpc('sleep', { seconds: 5 });
+      res = await client().rpc('sleep', { seconds: 10 });
       return res.status === 504;
     }, 'the statement timeout to apply');
     assert.equal(res.error.code, '57014');
