@@ -10,7 +10,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "utils/snapmgr.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
 
@@ -116,7 +118,53 @@ route_label(int r)
 	return r < http_route_count ? http_routes[r].metric_name : "unmatched";
 }
 
-/* Route: GET /metrics (no transaction, no authentication). */
+/*
+ * The dispatcher's backlog: outbox rows waiting or in flight, by kind and
+ * state, read in a short transaction of the worker's own (not as the
+ * request's principal, which may not read donatello.outbox). The dispatcher
+ * keeps no shared counters of its own; its outcomes are in the outbox.
+ */
+static void
+append_dispatcher_backlog(StringInfo out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	uint64		i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_execute("SELECT kind, state, count(*) FROM donatello.outbox"
+						" WHERE state IN ('pending', 'sending') GROUP BY 1, 2 ORDER BY 1, 2",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "outbox query failed");
+		appendStringInfoString(out,
+							   "# HELP donatello_dispatcher_backlog Outbox rows waiting or being sent, by kind and state.\n"
+							   "# TYPE donatello_dispatcher_backlog gauge\n");
+		for (i = 0; i < SPI_processed; i++)
+			appendStringInfo(out, "donatello_dispatcher_backlog{kind=\"%s\",state=\"%s\"} %s\n",
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3));
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		appendStringInfoString(out, "# donatello_dispatcher_backlog: the outbox could not be read\n");
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+}
+
+/* Route: GET /metrics (no authentication; reads the counters, then the outbox). */
 void
 httpd_route_metrics(HttpRequest *req pg_attribute_unused(), HttpResponse *resp,
 					const char *tail pg_attribute_unused())
@@ -180,6 +228,7 @@ httpd_route_metrics(HttpRequest *req pg_attribute_unused(), HttpResponse *resp,
 					 "# HELP donatello_http_workers Configured HTTP worker processes.\n"
 					 "# TYPE donatello_http_workers gauge\n"
 					 "donatello_http_workers %d\n", http_workers);
+	append_dispatcher_backlog(out);
 }
 
 /* Route: GET /health: the database answers a query in a transaction. */

@@ -410,6 +410,9 @@ httpd_request_handle(HttpRequest *req, HttpResponse *resp)
 				MemoryContextSwitchTo(req->cxt);
 				edata = CopyErrorData();
 				FlushErrorState();
+				if (IsTransactionState())
+					AbortCurrentTransaction();
+				MemoryContextSwitchTo(req->cxt);
 				set_error(resp, 500, unpack_sql_state(edata->sqlerrcode), edata->message,
 						  edata->detail, edata->hint);
 			}

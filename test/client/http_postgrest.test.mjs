@@ -411,6 +411,7 @@ test('OpenAPI document, /health, /metrics, CORS', async () => {
   const metrics = await (await fetch(`${URL_BASE}/metrics`)).text();
   assert.match(metrics, /donatello_http_requests_total\{route="relation",method="GET",status="200"\} \d+/);
   assert.match(metrics, /donatello_http_request_duration_seconds_bucket\{route="rpc",le="\+Inf"\} \d+/);
+  assert.match(metrics, /# TYPE donatello_dispatcher_backlog gauge/);
   const pre = await fetch(`${URL_BASE}/items`, {
     method: 'OPTIONS',
     headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization' },
