@@ -74,7 +74,9 @@ OBJS += \
 	bgworker/httpd/httpd_request.o \
 	bgworker/httpd/httpd_auth.o \
 	bgworker/httpd/httpd_parse.o \
-	bgworker/httpd/httpd_sql.o \
+	bgworker/httpd/httpd_query.o \
+	bgworker/httpd/httpd_relation.o \
+	bgworker/httpd/httpd_rpc.o \
 	bgworker/httpd/httpd_response.o \
 	bgworker/httpd/httpd_openapi.o \
 	bgworker/httpd/httpd_metrics.o

@@ -12,7 +12,9 @@
  *	  httpd_request.c	one request: body, transaction, route table, error capture
  *	  httpd_auth.c		JWT / API key / anonymous principal, rate limit
  *	  httpd_parse.c		query-string and filter grammar (no PostgreSQL dependency)
- *	  httpd_sql.c		relations and functions: catalog checks, SQL, results
+ *	  httpd_query.c		query string -> checked SQL, saved plans, JSON results (httpd_query.h)
+ *	  httpd_relation.c	/{relation}: reads, inserts, upserts, updates, deletes
+ *	  httpd_rpc.c		/rpc/{function}: overload choice, call, result shapes
  *	  httpd_response.c	statuses, error bodies (SQLSTATE -> HTTP), CORS
  *	  httpd_openapi.c	GET / (OpenAPI 3)
  *	  httpd_metrics.c	shared counters and GET /metrics
@@ -150,7 +152,7 @@ extern void httpd_authenticate(HttpRequest *req);
 extern void httpd_apply_principal(HttpRequest *req);
 extern bool httpd_role_allowed(const char *role);
 
-/* httpd_sql.c */
+/* httpd_query.c, httpd_relation.c, httpd_rpc.c */
 extern void httpd_route_rpc(HttpRequest *req, HttpResponse *resp, const char *tail);
 extern void httpd_route_relation(HttpRequest *req, HttpResponse *resp, const char *tail);
 extern void httpd_resolve_schema(HttpRequest *req, bool for_write);

@@ -9,7 +9,7 @@
  * one by one. Every function returns NULL/false on bad input and leaves a
  * message in *err (a static string, safe to show a client); nothing is ever
  * interpreted as SQL here: the result is a tree of names and values that
- * httpd_sql.c checks against the catalog.
+ * httpd_query.c checks against the catalog.
  */
 #ifndef DONATELLO_HTTPD_PARSE_H
 #define DONATELLO_HTTPD_PARSE_H
