@@ -65,6 +65,9 @@ static int	http_listen_fd = -1;
 
 static volatile sig_atomic_t shutdown_requested = false;
 
+/* a declared body larger than this is refused without reading it */
+#define DISCARD_LIMIT (64ULL * 1024 * 1024)
+
 PGDLLEXPORT void donatello_httpd_main(Datum arg);
 
 /* Open, bind and listen on the configured address (in the postmaster). */
@@ -288,12 +291,20 @@ httpd_mhd_access(void *cls pg_attribute_unused(), struct MHD_Connection *conn,
 	{
 		const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 														 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		unsigned long long declared = length ? strtoull(length, NULL, 10) : 0;
 
 		req->started = true;
 		req->method_name = MemoryContextStrdup(req->cxt, method);
-		if (length != NULL && strtoull(length, NULL, 10) > (unsigned long long) http_max_body_size)
+
+		/*
+		 * A body over the limit is read and discarded, then answered 413: a
+		 * client still sending would otherwise see the connection reset
+		 * before it reads the answer. Past DISCARD_LIMIT it is answered at
+		 * once and the connection closed.
+		 */
+		if (declared > (unsigned long long) http_max_body_size)
 			req->body_too_large = true;
-		else
+		if (declared <= DISCARD_LIMIT)
 			return MHD_YES;		/* wait for the body, if any */
 	}
 	else if (*upload_data_size > 0)

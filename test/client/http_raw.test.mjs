@@ -96,6 +96,16 @@ test('invalid JSON bodies: 400', async () => {
   await stillServing();
 });
 
+test('a chunked body over the limit is read, discarded and answered 413', async () => {
+  const chunk = 'x'.repeat(600 * 1024);
+  const size = chunk.length.toString(16);
+  const r = await raw(`POST /codes HTTP/1.1\r\nHost: x\r\nContent-Profile: ${S}\r\nContent-Type: application/json\r\n` +
+    `Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n${size}\r\n${chunk}\r\n${size}\r\n${chunk}\r\n0\r\n\r\n`);
+  assert.equal(r.status, 413);
+  assert.equal(JSON.parse(r.body).code, 'DNH01');
+  await stillServing();
+});
+
 test('unknown columns in select, filters, order and columns=: 400 42703', async () => {
   for (const target of ['/items?select=nope', '/items?nope=eq.1', '/items?order=nope', '/items?or=(nope.eq.1)',
     '/items?select=id,ctid', '/items?xmin=eq.1']) {
