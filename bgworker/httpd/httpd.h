@@ -135,6 +135,7 @@ extern const HttpRoute http_routes[];
 extern const int http_route_count;
 
 /* httpd_main.c */
+extern bool httpd_extension_ready;
 extern void httpd_init(void);
 extern bool httpd_shutting_down(void);
 

@@ -32,6 +32,7 @@
 #include <unistd.h>
 #include <microhttpd.h>
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -64,6 +65,9 @@ int			http_shutdown_timeout_ms = 5000;
 static int	http_listen_fd = -1;
 
 static volatile sig_atomic_t shutdown_requested = false;
+
+/* CREATE EXTENSION has run (checked every second until then) */
+bool		httpd_extension_ready = false;
 
 /* a declared body larger than this is refused without reading it */
 #define DISCARD_LIMIT (64ULL * 1024 * 1024)
@@ -187,6 +191,19 @@ httpd_init(void)
 		snprintf(name, sizeof(name), "donatello httpd %d", i + 1);
 		donatello_worker_register(name, "donatello_httpd_main", 1, Int32GetDatum(i));
 	}
+}
+
+/* Does the extension exist in donatello.database? (its own short transaction) */
+static bool
+httpd_check_extension(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = donatello_extension_exists();
+	CommitTransactionCommand();
+	return exists;
 }
 
 /* true once SIGTERM arrived: responses ask the client to close the connection. */
@@ -337,11 +354,21 @@ donatello_httpd_main(Datum arg)
 	WaitEventSet *set;
 	bool		draining = false;
 	TimestampTz drain_deadline = 0;
+	TimestampTz extension_checked_at = GetCurrentTimestamp();
 
-	donatello_worker_start(WORKER_KIND_COUNT);
+	/*
+	 * Not donatello_worker_start(): that waits for CREATE EXTENSION without
+	 * serving, and connections would hang meanwhile; here the loop runs at
+	 * once and answers 503 until the extension exists.
+	 */
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, httpd_sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(donatello_database, NULL, 0);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 	if (http_listen_fd < 0)
 		proc_exit(0);
+	httpd_extension_ready = httpd_check_extension();
 
 	daemon = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
 							  0, NULL, NULL, httpd_mhd_access, NULL,
@@ -374,6 +401,8 @@ donatello_httpd_main(Datum arg)
 			timeout = (long) Min(mhd_timeout, (MHD_UNSIGNED_LONG_LONG) 60000);
 		if (draining)
 			timeout = timeout < 0 ? 100 : Min(timeout, 100);
+		if (!httpd_extension_ready)
+			timeout = timeout < 0 ? 1000 : Min(timeout, 1000);
 		(void) WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		if (ConfigReloadPending)
@@ -387,6 +416,12 @@ donatello_httpd_main(Datum arg)
 			(void) MHD_quiesce_daemon(daemon);
 			draining = true;
 			drain_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), http_shutdown_timeout_ms);
+		}
+		if (!httpd_extension_ready &&
+			GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(extension_checked_at, 1000))
+		{
+			httpd_extension_ready = httpd_check_extension();
+			extension_checked_at = GetCurrentTimestamp();
 		}
 		MHD_run(daemon);
 		if (draining)

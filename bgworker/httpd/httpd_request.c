@@ -354,6 +354,13 @@ httpd_request_handle(HttpRequest *req, HttpResponse *resp)
 		set_error(resp, 413, "DNH01", "Request body too large", details,
 				  "Send a smaller body, or raise donatello.http_max_body_size.");
 	}
+	else if (!httpd_extension_ready && strcmp(req->path, "/metrics") != 0)
+	{
+		set_error(resp, 503, "PGRST002", "donatello is not installed in this database yet",
+				  psprintf("The extension does not exist in database \"%s\".", donatello_database),
+				  "Run CREATE EXTENSION donatello there; the HTTP workers notice within a second.");
+		httpd_add_header(req, resp, "Retry-After", "1");
+	}
 	else if (req->method == HTTP_OPTIONS)
 	{
 		resp->status = 200;

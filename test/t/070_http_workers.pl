@@ -21,17 +21,6 @@ donatello.http_port = $port
 donatello.http_workers = 3
 });
 $node->start;
-$node->safe_psql('postgres', q{
-	CREATE EXTENSION donatello;
-	CREATE SCHEMA tap_api;
-	CREATE TABLE tap_api.t (id int);
-	INSERT INTO tap_api.t VALUES (1), (2);
-	CREATE FUNCTION tap_api.slow(seconds float8) RETURNS int LANGUAGE sql VOLATILE
-		AS 'SELECT 7 FROM pg_sleep(seconds)';
-	GRANT USAGE ON SCHEMA tap_api TO donatello_anon;
-	GRANT SELECT ON tap_api.t TO donatello_anon;
-	GRANT EXECUTE ON FUNCTION tap_api.slow(float8) TO donatello_anon;
-});
 
 # Send a request; returns the socket (read the answer with answer()).
 sub send_request
@@ -72,6 +61,24 @@ sub wait_for
 	}
 	return 0;
 }
+
+# before CREATE EXTENSION the workers already answer, with 503
+ok(wait_for(sub { (request('GET', '/health'))[0] != 0 }), 'the workers answer before the extension exists');
+my ($early, $early_body) = request('GET', '/health');
+is($early, 503, 'with 503 until CREATE EXTENSION');
+like($early_body, qr/"code":"PGRST002"/, 'and a PostgREST error body');
+
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION donatello;
+	CREATE SCHEMA tap_api;
+	CREATE TABLE tap_api.t (id int);
+	INSERT INTO tap_api.t VALUES (1), (2);
+	CREATE FUNCTION tap_api.slow(seconds float8) RETURNS int LANGUAGE sql VOLATILE
+		AS 'SELECT 7 FROM pg_sleep(seconds)';
+	GRANT USAGE ON SCHEMA tap_api TO donatello_anon;
+	GRANT SELECT ON tap_api.t TO donatello_anon;
+	GRANT EXECUTE ON FUNCTION tap_api.slow(float8) TO donatello_anon;
+});
 
 ok(wait_for(sub { (request('GET', '/health'))[0] == 200 }), 'the HTTP layer answers /health');
 is( $node->safe_psql('postgres',
