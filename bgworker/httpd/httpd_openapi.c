@@ -11,6 +11,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "donatello.h"
 #include "bgworker/httpd/httpd.h"
@@ -82,6 +83,9 @@ httpd_route_openapi(HttpRequest *req, HttpResponse *resp, const char *tail pg_at
 	int			rc;
 
 	httpd_resolve_schema(req, false);
+	/* built-in names only: nothing in another schema can stand in for them */
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	values[0] = CStringGetTextDatum(psprintf("%u", req->schema));
 	values[1] = CStringGetTextDatum(DONATELLO_VERSION);
 	values[2] = CStringGetTextDatum(req->schema_name);

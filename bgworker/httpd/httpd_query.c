@@ -472,8 +472,8 @@ hq_result_int8(int col)
 const char *
 hq_aggregate_sql(HttpRequest *req)
 {
-	return req->accept_object ? "coalesce(json_agg(\"_j\")->0, 'null')::text"
-		: "coalesce(json_agg(\"_j\"), '[]')::text";
+	return req->accept_object ? "coalesce(pg_catalog.json_agg(\"_j\")->0, 'null')::text"
+		: "coalesce(pg_catalog.json_agg(\"_j\"), '[]')::text";
 }
 
 /* 406 PGRST116 unless exactly one row (vnd.pgrst.object). */
@@ -516,9 +516,9 @@ hq_read_source(HttpRequest *req, HttpResponse *resp, Source *src, Params *p, Lis
 
 	hq_read_range(req, &limit, &offset);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT %s, count(*)", hq_aggregate_sql(req));
+	appendStringInfo(&sql, "SELECT %s, pg_catalog.count(*)", hq_aggregate_sql(req));
 	if (req->count_exact)
-		appendStringInfo(&sql, ", (SELECT count(*) FROM %s%s)", src->from, where);
+		appendStringInfo(&sql, ", (SELECT pg_catalog.count(*) FROM %s%s)", src->from, where);
 	appendStringInfo(&sql, " FROM (SELECT %s FROM %s%s%s", sel, src->from, where, order);
 	if (limit >= 0)
 		appendStringInfo(&sql, " LIMIT $%d::bigint", hq_param_text(p, psprintf("%ld", limit)));

@@ -121,7 +121,7 @@ finish_write(HttpRequest *req, HttpResponse *resp, Source *src, const char *dml,
 
 	written.from = "\"_w\" AS \"_t\"";
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "WITH \"_w\" AS (%s RETURNING \"_t\".*) SELECT %s, count(*) FROM (SELECT %s FROM %s) \"_j\"",
+	appendStringInfo(&sql, "WITH \"_w\" AS (%s RETURNING \"_t\".*) SELECT %s, pg_catalog.count(*) FROM (SELECT %s FROM %s) \"_j\"",
 					 dml, body ? hq_aggregate_sql(req) : "NULL::text",
 					 body ? hq_select_sql(req, &written) : "1", written.from);
 	hq_run_sql(sql.data, p);
@@ -159,8 +159,8 @@ insert_rows(HttpRequest *req, HttpResponse *resp, Source *src)
 	if (cols == NIL)
 		appendStringInfo(&dml, "INSERT INTO %s AS \"_t\" DEFAULT VALUES", src->qualified);
 	else
-		appendStringInfo(&dml, "INSERT INTO %s AS \"_t\" (%s) SELECT %s FROM json_populate_recordset(NULL::%s, "
-						 "CASE WHEN json_typeof($%d::json) = 'array' THEN $%d::json ELSE json_build_array($%d::json) END)",
+		appendStringInfo(&dml, "INSERT INTO %s AS \"_t\" (%s) SELECT %s FROM pg_catalog.json_populate_recordset(NULL::%s, "
+						 "CASE WHEN pg_catalog.json_typeof($%d::json) = 'array' THEN $%d::json ELSE pg_catalog.json_build_array($%d::json) END)",
 						 src->qualified, name_list(cols, ""), name_list(cols, ""), src->qualified,
 						 body_param, body_param, body_param);
 	if (req->merge_duplicates || req->ignore_duplicates)
@@ -238,7 +238,7 @@ update_rows(HttpRequest *req, HttpResponse *resp, Source *src)
 	foreach(lc, cols)
 		appendStringInfo(&dml, "%s%s = \"_b\".%s", foreach_current_index(lc) ? ", " : "",
 						 quote_identifier(lfirst(lc)), quote_identifier(lfirst(lc)));
-	appendStringInfo(&dml, " FROM json_populate_record(NULL::%s, $%d::json) AS \"_b\"%s",
+	appendStringInfo(&dml, " FROM pg_catalog.json_populate_record(NULL::%s, $%d::json) AS \"_b\"%s",
 					 src->qualified, body_param, where);
 	finish_write(req, resp, src, dml.data, &p, 200);
 }

@@ -216,7 +216,7 @@ httpd_route_rpc(HttpRequest *req, HttpResponse *resp, const char *fname)
 		else
 			appendStringInfoString(&json, req->body.data);
 		json_param = hq_param_text(&p, json.data);
-		appendStringInfo(&args, "json_to_record($%d::json) AS \"_a\"(", json_param);
+		appendStringInfo(&args, "pg_catalog.json_to_record($%d::json) AS \"_a\"(", json_param);
 		forboth(ln, fn.arg_names, lt, fn.arg_types)
 		{
 			int			idx = foreach_current_index(ln);
@@ -253,10 +253,10 @@ httpd_route_rpc(HttpRequest *req, HttpResponse *resp, const char *fname)
 		return;
 	}
 	if (retset)
-		appendStringInfo(&sql, "SELECT coalesce(json_agg(\"_t\".\"_v\"), '[]')::text FROM %s%s%s AS \"_t\"(\"_v\")",
+		appendStringInfo(&sql, "SELECT coalesce(pg_catalog.json_agg(\"_t\".\"_v\"), '[]')::text FROM %s%s%s AS \"_t\"(\"_v\")",
 						 args.data, args.len ? " CROSS JOIN LATERAL " : "", call.data);
 	else
-		appendStringInfo(&sql, "SELECT coalesce(to_json(%s)::text, 'null')%s%s", call.data,
+		appendStringInfo(&sql, "SELECT coalesce(pg_catalog.to_json(%s)::text, 'null')%s%s", call.data,
 						 args.len ? " FROM " : "", args.data);
 	hq_run_sql(sql.data, &p);
 	appendStringInfoString(&resp->body, hq_result_text(1));
