@@ -405,6 +405,14 @@ donatello_httpd_main(Datum arg)
 			timeout = timeout < 0 ? 1000 : Min(timeout, 1000);
 		(void) WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+
+		/*
+		 * Absorb procsignal barriers (DROP DATABASE waits for every backend to
+		 * do so) and other interrupts. A statement-timeout cancel that fired
+		 * after its request ended is stale here: drop it rather than fail.
+		 */
+		QueryCancelPending = false;
+		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

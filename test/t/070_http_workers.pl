@@ -85,6 +85,11 @@ is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'donatello httpd %'"),
 	'3', 'donatello.http_workers = 3 worker processes');
 
+# idle workers absorb procsignal barriers: DROP DATABASE waits for every backend
+$node->safe_psql('postgres', 'CREATE DATABASE dropme');
+$node->safe_psql('postgres', 'DROP DATABASE dropme');
+pass('DROP DATABASE completes while the HTTP workers are idle');
+
 # SIGHUP: a new exposed schema applies without a restart
 my ($status) = request('GET', '/t', "Accept-Profile: tap_api\r\n");
 is($status, 406, 'tap_api is not exposed yet');
