@@ -68,6 +68,11 @@ OBJS += \
 	src/dispatch/dispatch_common.o \
 	src/dispatch/webhooks.o \
 	src/dispatch/http_enqueue.o
+# generation pipeline (issue 8)
+OBJS += \
+	src/generation/generation_settings.o \
+	src/generation/generation_images.o \
+	src/generation/image_fetch.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))

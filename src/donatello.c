@@ -21,6 +21,7 @@
 #include "safety/safety.h"
 #include "router/router.h"
 #include "images/images.h"
+#include "generation/generation.h"
 
 PG_MODULE_MAGIC;
 
@@ -71,6 +72,7 @@ _PG_init(void)
 	router_init();
 	image_url_init();
 	dispatcher_init();
+	generation_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
