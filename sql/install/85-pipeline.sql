@@ -507,11 +507,8 @@ BEGIN
     END IF;
 
     -- failure of this model after its retries: fall back to the next-ranked one
+    -- (its claim by the dispatcher notifies 'started' with the new model)
     IF donatello.generation_send(j.id, j.candidate + 1) THEN
-        SELECT * INTO c FROM donatello.generation_calls gc
-         WHERE gc.org_id = j.org_id AND gc.job_id = j.id ORDER BY gc.call_no DESC LIMIT 1;
-        PERFORM donatello.generation_notify(j.org_id, j.id, 'started',
-            jsonb_build_object('provider', c.provider, 'model', c.model, 'call', c.call_no, 'fallback', true));
         RETURN;
     END IF;
 
