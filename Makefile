@@ -92,6 +92,7 @@ REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isola
 REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS     += dispatcher
+REGRESS     += generation_pipeline
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out
