@@ -72,7 +72,8 @@ OBJS += \
 OBJS += \
 	src/generation/generation_settings.o \
 	src/generation/generation_images.o \
-	src/generation/image_fetch.o
+	src/generation/image_fetch.o \
+	src/generation/generation_recover.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))

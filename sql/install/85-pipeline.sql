@@ -420,6 +420,41 @@ $$;
 COMMENT ON FUNCTION donatello.generation_image_entry(donatello.images) IS
     'internal: an image as events and generation_status show it, with a fresh signed URL';
 
+-- Fail a job (its row locked by the caller): DNM01, the reservation
+-- released, generation.failed emitted, 'failed' notified.
+CREATE FUNCTION donatello.generation_fail(org_id uuid, job_id uuid, message text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    j donatello.generation_jobs;
+    v_calls jsonb;
+BEGIN
+    SELECT * INTO STRICT j FROM donatello.generation_jobs g
+     WHERE g.org_id = generation_fail.org_id AND g.id = generation_fail.job_id;
+    SELECT jsonb_agg(jsonb_build_object('provider', gc.provider, 'model', gc.model, 'status', gc.status_code,
+                                        'error', gc.error) ORDER BY gc.call_no) INTO v_calls
+      FROM donatello.generation_calls gc WHERE gc.org_id = j.org_id AND gc.job_id = j.id;
+    UPDATE donatello.generation_jobs g
+       SET status = 'failed', error_code = 'DNM01', error_message = message, completed_at = now(), updated_at = now()
+     WHERE g.org_id = j.org_id AND g.id = j.id;
+    BEGIN
+        PERFORM donatello.release(j.reservation_id);
+    EXCEPTION WHEN OTHERS THEN
+        UPDATE donatello.generation_jobs g SET budget_error = format('release failed: %s (%s)', SQLERRM, SQLSTATE)
+         WHERE g.org_id = j.org_id AND g.id = j.id;
+        RAISE WARNING 'donatello: generation % failed and its reservation could not be released: %', j.id, SQLERRM;
+    END;
+    PERFORM donatello.emit_event(j.org_id, 'generation.failed', jsonb_build_object(
+        'job_id', j.id, 'status', 'failed', 'user_id', j.user_id, 'department_id', j.department_id,
+        'error', jsonb_build_object('code', 'DNM01', 'message', message),
+        'calls', coalesce(v_calls, '[]')));
+    PERFORM donatello.generation_notify(j.org_id, j.id, 'failed', jsonb_build_object('error', 'DNM01'));
+END
+$$;
+COMMENT ON FUNCTION donatello.generation_fail(uuid, uuid, text) IS
+    'internal: fail a job with DNM01, release its reservation, emit generation.failed';
+
 -- Completion hook of every provider request (http_enqueue): runs in the
 -- dispatcher, in its own transaction, once the request succeeded or gave up
 -- after its retries.
@@ -436,7 +471,6 @@ DECLARE
     v_count integer := 0;
     v_actual bigint;
     v_images jsonb;
-    v_attempts jsonb;
 BEGIN
     SELECT * INTO c FROM donatello.generation_calls gc WHERE gc.request_id = generation_provider_response.request_id;
     IF NOT FOUND THEN
@@ -513,30 +547,40 @@ BEGIN
     END IF;
 
     -- no model left
-    SELECT jsonb_agg(jsonb_build_object('provider', gc.provider, 'model', gc.model, 'status', gc.status_code,
-                                        'error', gc.error) ORDER BY gc.call_no) INTO v_attempts
-      FROM donatello.generation_calls gc WHERE gc.org_id = j.org_id AND gc.job_id = j.id;
-    UPDATE donatello.generation_jobs g
-       SET status = 'failed', error_code = 'DNM01',
-           error_message = format('no model could generate the image: %s model(s) tried', jsonb_array_length(v_attempts)),
-           completed_at = now(), updated_at = now()
-     WHERE g.org_id = j.org_id AND g.id = j.id;
-    BEGIN
-        PERFORM donatello.release(j.reservation_id);
-    EXCEPTION WHEN OTHERS THEN
-        UPDATE donatello.generation_jobs g SET budget_error = format('release failed: %s (%s)', SQLERRM, SQLSTATE)
-         WHERE g.org_id = j.org_id AND g.id = j.id;
-        RAISE WARNING 'donatello: generation % failed and its reservation could not be released: %', j.id, SQLERRM;
-    END;
-    PERFORM donatello.emit_event(j.org_id, 'generation.failed', jsonb_build_object(
-        'job_id', j.id, 'status', 'failed', 'user_id', j.user_id, 'department_id', j.department_id,
-        'error', jsonb_build_object('code', 'DNM01', 'message', 'no model could generate the image'),
-        'calls', v_attempts));
-    PERFORM donatello.generation_notify(j.org_id, j.id, 'failed', jsonb_build_object('error', 'DNM01'));
+    PERFORM donatello.generation_fail(j.org_id, j.id, 'no model could generate the image');
 END
 $$;
 COMMENT ON FUNCTION donatello.generation_provider_response(uuid, integer, jsonb, bytea, text) IS
     'internal: completion hook of a provider request: store the images and settle, or fall back, or fail and release';
+
+-- Maintenance (src/generation/generation_recover.c): fail the unfinished
+-- jobs whose current provider request can no longer finish them (its
+-- completion hook failed, or its outbox row was deleted). Returns how many.
+CREATE FUNCTION donatello.generation_finish_stuck() RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    s record;
+    n integer := 0;
+BEGIN
+    FOR s IN
+        SELECT g.org_id, g.id, o.id IS NULL AS gone, o.hook_error
+          FROM donatello.generation_jobs g
+          LEFT JOIN donatello.outbox o ON o.org_id = g.org_id AND o.id = g.current_request_id
+         WHERE g.status IN ('queued', 'started') AND (o.id IS NULL OR o.hook_state = 'failed')
+           FOR UPDATE OF g SKIP LOCKED
+    LOOP
+        PERFORM donatello.generation_fail(s.org_id, s.id,
+            CASE WHEN s.gone THEN 'its provider request was deleted'
+                 ELSE 'the provider''s answer could not be processed: ' || coalesce(s.hook_error, 'unknown error') END);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION donatello.generation_finish_stuck() IS
+    'maintenance: fail unfinished jobs whose provider request failed its completion hook or is gone; returns how many';
 
 -- ---------------------------------------------------------------------------
 -- Status

@@ -2,9 +2,10 @@
  * generation.h
  *	  The generation pipeline's C side: its settings and the retry policy of a
  *	  provider request (generation_settings.c), decoding a provider's response
- *	  into images (generation_images.c), and serving an image by its signed
- *	  URL (image_fetch.c). The orchestration (generate(), the completion hook
- *	  of provider requests, status) is in sql/install/85-pipeline.sql.
+ *	  into images (generation_images.c), serving an image by its signed URL
+ *	  (image_fetch.c), and the maintenance task that finishes stuck jobs
+ *	  (generation_recover.c). The orchestration (generate(), the completion
+ *	  hook of provider requests, status) is in sql/install/85-pipeline.sql.
  */
 #ifndef DONATELLO_GENERATION_H
 #define DONATELLO_GENERATION_H
@@ -18,5 +19,8 @@ extern int	generation_request_timeout_ms;
 extern int	generation_max_fallbacks;
 extern int	generation_reservation_ttl_s;
 extern void generation_init(void);
+
+/* generation_recover.c */
+extern void generation_recover_init(void);
 
 #endif							/* DONATELLO_GENERATION_H */

@@ -75,6 +75,7 @@ generation_init(void)
 							"Longer than the slowest job: attempts x timeout plus backoff, for each model.",
 							&generation_reservation_ttl_s, 3600, 60, 7 * 24 * 3600, PGC_SUSET,
 							GUC_UNIT_S, NULL, NULL, NULL);
+	generation_recover_init();
 }
 
 /*

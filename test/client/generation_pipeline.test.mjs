@@ -287,6 +287,37 @@ test('a prompt with personal data is refused with DNS01 (the kinds in DETAIL), a
   assert.deepEqual(await budget(design), before);
 });
 
+test('a job whose provider request is gone is finished by the maintenance function: failed, reservation released', async () => {
+  mock.clearFailures();
+  mock.setFailure({ model: 'pipe-a', mode: 'timeout' });
+  const job = await generate('a lantern in the fog', { size: '256x256' });
+  await eventually(async () => (await status(job)).status === 'started', 'the request in flight');
+  const before = await budget(design);
+  assert.equal(Number(before.reserved), 0.05);
+  await db.query('DELETE FROM donatello.outbox o USING donatello.generation_jobs g WHERE g.id = $1 AND o.id = g.current_request_id', [job]);
+  assert.equal(await value('SELECT donatello.generation_finish_stuck()'), 1);
+  assert.equal(await value('SELECT donatello.generation_finish_stuck()'), 0, 'once only');
+  const s = await status(job);
+  mock.clearFailures();
+  assert.equal(s.status, 'failed');
+  assert.equal(s.error.code, 'DNM01');
+  assert.match(s.error.message, /deleted/);
+  assert.equal(Number((await budget(design)).reserved), 0);
+});
+
+test('another organization cannot read a job: DNV02 as for an unknown one', async () => {
+  mock.clearFailures();
+  const job = await generate('a quiet harbour', { size: '256x256' });
+  await finished(job);
+  const other = await value("SELECT donatello.create_organization('Elsewhere', $1)", [`else-${tag}`]);
+  const stranger = await value("SELECT donatello.create_user($1, $2, 'Stranger')", [other, `stranger-${tag}@example.com`]);
+  await db.query("SELECT donatello.grant_role($1, 'org_admin')", [stranger]);
+  await db.query("SELECT set_config('request.jwt.claims', $1, false)", [JSON.stringify({ sub: stranger, org: other })]);
+  const err = await refusal(status(job));
+  await as(db, user);
+  assert.equal(err.code, 'DNV02');
+});
+
 test('10 clients x 100 requests against a budget for exactly 50: exactly 50 accepted, invariants hold', async () => {
   mock.clearFailures();
   const dept = await value("SELECT donatello.create_department($1, 'Crowd')", [org]);
