@@ -71,6 +71,7 @@ OBJS += \
 # generation pipeline (issue 8)
 OBJS += \
 	src/generation/generation_settings.o \
+	src/generation/generate.o \
 	src/generation/generation_images.o \
 	src/generation/image_fetch.o \
 	src/generation/generation_recover.o

@@ -215,52 +215,12 @@ COMMENT ON FUNCTION donatello.generation_notify(uuid, uuid, text, jsonb) IS
 -- Queue the job's provider request to the first usable candidate from
 -- ranking position first_candidate on: a model still registered whose
 -- circuit lets a request go now (a half-open circuit gives its one trial
--- request). Returns false when no candidate is left. Locks the job row
--- (the caller holds it already).
+-- request). Returns false when no candidate is left. Locks the job row.
+-- C: src/generation/generate.c.
 CREATE FUNCTION donatello.generation_send(job_id uuid, first_candidate integer) RETURNS boolean
-    LANGUAGE plpgsql
+    LANGUAGE c VOLATILE
     SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    j donatello.generation_jobs;
-    c jsonb;
-    m record;
-    i integer;
-    circuit text;
-    request uuid;
-    call_no integer;
-BEGIN
-    SELECT * INTO STRICT j FROM donatello.generation_jobs g WHERE g.id = generation_send.job_id FOR UPDATE;
-    FOR i IN first_candidate .. j.max_candidates - 1 LOOP
-        c := j.ranking->'candidates'->i;
-        SELECT md.id, md.name, md.cost_per_image_micros, p.id AS provider_id, p.name AS provider, p.base_url
-          INTO m
-          FROM donatello.models md JOIN donatello.providers p ON p.id = md.provider_id
-         WHERE md.id = (c->>'model_id')::uuid;
-        CONTINUE WHEN NOT FOUND;
-        circuit := donatello.model_circuit_state(m.id);
-        CONTINUE WHEN circuit <> 'closed' AND NOT donatello.model_circuit_acquire(m.id);
-        request := donatello.http_enqueue(
-            'POST', m.base_url || '/v1/images/generations',
-            '{"content-type": "application/json"}',
-            convert_to(jsonb_build_object('model', m.name, 'prompt', j.prompt, 'n', (j.settings->>'n')::integer,
-                                          'size', j.settings->>'size', 'quality', j.settings->>'quality',
-                                          'response_format', 'b64_json')::text, 'UTF8'),
-            j.policy || jsonb_build_object('org_id', j.org_id, 'provider_id', m.provider_id,
-                                           'hook', 'donatello.generation_provider_response'));
-        SELECT coalesce(max(gc.call_no), 0) + 1 INTO call_no
-          FROM donatello.generation_calls gc WHERE gc.org_id = j.org_id AND gc.job_id = j.id;
-        INSERT INTO donatello.generation_calls (org_id, job_id, call_no, request_id, model_id, provider, model,
-                                                rank, cost_per_image_micros)
-        VALUES (j.org_id, j.id, call_no, request, m.id, m.provider, m.name, i + 1, m.cost_per_image_micros);
-        UPDATE donatello.generation_jobs g
-           SET candidate = i, current_request_id = request, updated_at = now()
-         WHERE g.org_id = j.org_id AND g.id = j.id;
-        RETURN true;
-    END LOOP;
-    RETURN false;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'donatello_generation_send';
 COMMENT ON FUNCTION donatello.generation_send(uuid, integer) IS
     'internal: queue the job''s provider request to the first usable candidate from a ranking position on; false if none';
 
@@ -268,101 +228,15 @@ COMMENT ON FUNCTION donatello.generation_send(uuid, integer) IS
 -- The request
 -- ---------------------------------------------------------------------------
 
+-- The request, in C (src/generation/generate.c), in this order: the prompt
+-- and settings (DNV01), an active user holding generation:create (DNP01) in
+-- a department (DNV01), scan_pii (DNS01) and check_content (DNS02), the
+-- ranking (DNM01), the budget reservation (DNB01/DNB02), the job, its first
+-- provider request, NOTIFY. docs/generation.md, "The request".
 CREATE FUNCTION donatello.generate(prompt text, settings jsonb DEFAULT '{}') RETURNS uuid
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    LANGUAGE c VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    v_settings jsonb;
-    v_user uuid := donatello.current_user_id();
-    v_org uuid := donatello.current_org_id();
-    v_department uuid;
-    v_found boolean;
-    v_scan jsonb;
-    v_ranking jsonb;
-    v_candidates integer;
-    v_max integer;
-    v_estimate bigint;
-    v_job uuid := gen_random_uuid();
-    v_reservation uuid;
-BEGIN
-    -- 1. the prompt and the settings (DNV01, 22004)
-    v_settings := donatello.check_generation_request(prompt, settings);
-
-    -- 2. an active user of the organization holding generation:create (DNP01)
-    SELECT u.department_id, true INTO v_department, v_found
-      FROM donatello.users u WHERE u.id = v_user AND u.org_id = v_org AND u.active;
-    IF v_found IS NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNP01',
-            MESSAGE = 'permission denied: "generation:create" requires an active user of the organization',
-            DETAIL = CASE WHEN v_user IS NULL OR v_org IS NULL THEN 'request.jwt.claims names no user or no organization.'
-                          ELSE format('User %s is not an active user of organization %s.', v_user, v_org) END,
-            HINT = 'Authenticate with a JWT or an API key; SQL callers set request.jwt.claims.';
-    END IF;
-    PERFORM donatello.require_permission('generation:create', v_department);
-    IF v_department IS NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNV01',
-            MESSAGE = format('user %s belongs to no department', v_user),
-            HINT = 'Generations are charged to the budget of the requester''s department; give the user a department.';
-    END IF;
-
-    -- 3. safety: personal data (DNS01, the kinds only), then the organization's blocklist (DNS02)
-    v_scan := donatello.scan_pii(prompt);
-    IF NOT (v_scan->>'clean')::boolean THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNS01',
-            MESSAGE = 'prompt refused: it contains personal data',
-            DETAIL = 'Found: ' || (SELECT string_agg(k, ', ') FROM jsonb_array_elements_text(v_scan->'kinds') k) || '.',
-            HINT = 'Remove the personal data (donatello.scan_pii shows where it is) and send the prompt again.';
-    END IF;
-    v_scan := donatello.check_content(prompt, v_org);
-    IF NOT (v_scan->>'clean')::boolean THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNS02',
-            MESSAGE = 'prompt refused: it violates the content policy of the organization',
-            DETAIL = 'Blocked categories: ' || (SELECT string_agg(k, ', ') FROM jsonb_array_elements_text(v_scan->'categories') k) || '.',
-            HINT = 'donatello.check_content shows the blocked terms found.';
-    END IF;
-
-    -- 4. the models, ranked with their scores (stored with the job)
-    v_ranking := donatello.rank_models(prompt, settings, v_department);
-    v_candidates := jsonb_array_length(v_ranking->'candidates');
-    IF v_candidates = 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNM01',
-            MESSAGE = 'no model available for this request',
-            DETAIL = coalesce('Excluded: ' || (SELECT string_agg(format('%s/%s (%s)', x->>'provider', x->>'model', x->>'reason'), '; ')
-                                                 FROM jsonb_array_elements(v_ranking->'excluded') x) || '.',
-                              'No model is registered.'),
-            HINT = 'Try another size, or without "commercial"; a model whose circuit is open is tried again after its cool-down.';
-    END IF;
-    v_max := least(v_candidates, 1 + coalesce(current_setting('donatello.generation_max_fallbacks', true), '2')::integer);
-
-    -- 5. the budget: reserve the most the job may cost (the dearest model it may fall back to)
-    SELECT max(((x->>'estimated_cost')::numeric * 1000000)::bigint) INTO v_estimate
-      FROM jsonb_array_elements(v_ranking->'candidates') WITH ORDINALITY AS t(x, n)
-     WHERE t.n <= v_max;
-    v_reservation := donatello.reserve(v_department, v_estimate::numeric / 1000000, 'generation:' || v_job::text,
-                                       coalesce(current_setting('donatello.generation_reservation_ttl', true), '1h')::interval);
-
-    -- 6. the job, its first provider request, and the news
-    INSERT INTO donatello.generation_jobs (id, org_id, user_id, department_id, prompt, prompt_hash, settings, ranking,
-                                           policy, max_candidates, estimated_cost_micros, reservation_id)
-    VALUES (v_job, v_org, v_user, v_department, prompt, sha256(convert_to(prompt, 'UTF8')), v_settings, v_ranking,
-            donatello.generation_request_policy(), v_max, v_estimate, v_reservation);
-    IF NOT donatello.generation_send(v_job, 0) THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'DNM01',
-            MESSAGE = 'no model available for this request',
-            DETAIL = 'Every eligible model is waiting for the result of a trial request.',
-            HINT = 'Send the request again in a moment.';
-    END IF;
-    PERFORM donatello.generation_notify(v_org, v_job, 'queued');
-    RETURN v_job;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'donatello_generate';
 COMMENT ON FUNCTION donatello.generate(text, jsonb) IS
     'request an image for the current principal: checks, safety, routing, budget reservation; returns the queued job''s id';
 

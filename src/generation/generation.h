@@ -1,11 +1,12 @@
 /*
  * generation.h
- *	  The generation pipeline's C side: its settings and the retry policy of a
+ *	  The generation pipeline's C side: the request, generate(), and the
+ *	  sending of a job to a model (generate.c), its settings and the retry policy of a
  *	  provider request (generation_settings.c), decoding a provider's response
  *	  into images (generation_images.c), serving an image by its signed URL
  *	  (image_fetch.c), and the maintenance task that finishes stuck jobs
- *	  (generation_recover.c). The orchestration (generate(), the completion
- *	  hook of provider requests, status) is in sql/install/85-pipeline.sql.
+ *	  (generation_recover.c). The completion hook of provider requests and
+ *	  the status are SQL (sql/install/85-pipeline.sql).
  */
 #ifndef DONATELLO_GENERATION_H
 #define DONATELLO_GENERATION_H
