@@ -324,11 +324,17 @@ budget_plan(BudgetPlanId id)
 	return plans[id];
 }
 
-/* Run a saved statement; errors on an SPI failure. Returns SPI_processed. */
+/*
+ * Run a saved statement; errors on an SPI failure. Returns SPI_processed.
+ * Reads too run as read-write statements (new snapshot after a command
+ * counter increment), so that they see what the calling statement wrote
+ * before, as in settle(reserve(...), ...). read_only is kept for the reader.
+ */
 int
-budget_exec(BudgetPlanId id, Datum *values, const char *nulls, bool read_only, long count)
+budget_exec(BudgetPlanId id, Datum *values, const char *nulls, bool read_only pg_attribute_unused(),
+			long count)
 {
-	int			rc = SPI_execute_plan(budget_plan(id), values, nulls, read_only, count);
+	int			rc = SPI_execute_plan(budget_plan(id), values, nulls, false, count);
 
 	if (rc < 0)
 		elog(ERROR, "budget statement %d failed: %s", (int) id, SPI_result_code_string(rc));
