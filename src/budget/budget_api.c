@@ -4,7 +4,7 @@
  *	  budget_status.
  *
  * reserve tries, in order:
- *	  1. fast: any slot with room that nobody holds (FOR UPDATE SKIP LOCKED),
+ *	  1. fast: any slot with room that nobody holds (FOR NO KEY UPDATE SKIP LOCKED),
  *		 the backend's preferred slot first; one row lock, no wait;
  *	  2. fast: wait for the preferred slot, use it if it has room (in a
  *		 subtransaction, so that giving up drops the slot lock);
@@ -101,29 +101,18 @@ budget_raise_locked(const Budget *b, int64 spent)
  * reserve
  * --------------------------------------------------------------------- */
 
-/* Stage 2: wait for the preferred slot; true if it had room (subtransaction). */
+/*
+ * Stages 1 and 2, in a subtransaction (budget_in_subtransaction): true when a
+ * slot took the reservation. False drops every slot lock taken here: the
+ * SKIP LOCKED scan keeps the lock of a row whose newest version failed the
+ * room check (PostgreSQL's EvalPlanQual), and the wait for the preferred
+ * slot may find no room; neither lock may be held while the slow path waits
+ * for the budgets row.
+ */
 static bool
-reserve_preferred_slot(void *arg)
+reserve_fast(void *arg)
 {
 	ReserveContext *cx = arg;
-	Datum		values[5];
-
-	values[0] = budget_uuid_datum(&cx->org_id);
-	values[1] = budget_uuid_datum(&cx->department_id);
-	values[2] = Int32GetDatum(cx->preferred);
-	values[3] = Int64GetDatum(cx->amount);
-	values[4] = TimestampTzGetDatum(cx->now);
-	if (budget_exec(PLAN_SLOT_RESERVE_ONE, values, NULL, false, 0) != 1)
-		return false;
-	cx->slot_no = cx->preferred;
-	cx->period_start = budget_get_timestamptz(0, 1);
-	return true;
-}
-
-/* Stages 1 and 2; true when a slot took the reservation. */
-static bool
-reserve_fast(ReserveContext *cx)
-{
 	Datum		values[5];
 
 	values[0] = budget_uuid_datum(&cx->org_id);
@@ -137,7 +126,14 @@ reserve_fast(ReserveContext *cx)
 		cx->period_start = budget_get_timestamptz(0, 2);
 		return true;
 	}
-	return budget_in_subtransaction(reserve_preferred_slot, cx);
+	values[2] = Int32GetDatum(cx->preferred);
+	values[3] = Int64GetDatum(cx->amount);
+	values[4] = TimestampTzGetDatum(cx->now);
+	if (budget_exec(PLAN_SLOT_RESERVE_ONE, values, NULL, false, 0) != 1)
+		return false;
+	cx->slot_no = cx->preferred;
+	cx->period_start = budget_get_timestamptz(0, 1);
+	return true;
 }
 
 /*
@@ -336,7 +332,7 @@ donatello_reserve(PG_FUNCTION_ARGS)
 		}
 	}
 
-	if (!reserve_fast(&cx))
+	if (!budget_in_subtransaction(reserve_fast, &cx))
 	{
 		Budget		b;
 

@@ -53,7 +53,7 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 	},
 	[PLAN_BUDGET_LOCK] = {
 		"SELECT " BUDGET_COLUMNS " FROM donatello.budgets"
-		" WHERE org_id = $1 AND department_id = $2 FOR UPDATE",
+		" WHERE org_id = $1 AND department_id = $2 FOR NO KEY UPDATE",
 		2, {UUIDOID, UUIDOID}
 	},
 	[PLAN_BUDGET_READ] = {
@@ -89,12 +89,12 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 	},
 	[PLAN_SLOTS_LOCK] = {
 		"SELECT " SLOT_COLUMNS " FROM donatello.budget_slots"
-		" WHERE org_id = $1 AND department_id = $2 ORDER BY slot_no FOR UPDATE",
+		" WHERE org_id = $1 AND department_id = $2 ORDER BY slot_no FOR NO KEY UPDATE",
 		2, {UUIDOID, UUIDOID}
 	},
 	[PLAN_SLOT_LOCK] = {
 		"SELECT " SLOT_COLUMNS " FROM donatello.budget_slots"
-		" WHERE org_id = $1 AND department_id = $2 AND slot_no = $3 FOR UPDATE",
+		" WHERE org_id = $1 AND department_id = $2 AND slot_no = $3 FOR NO KEY UPDATE",
 		3, {UUIDOID, UUIDOID, INT4OID}
 	},
 	[PLAN_SLOT_WRITE] = {
@@ -116,7 +116,7 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 		"   WHERE c.org_id = $1 AND c.department_id = $2 AND NOT c.locked AND c.period_end > $4"
 		"     AND c.allowance_micros - c.spent_micros - c.reserved_micros >= $3"
 		"   ORDER BY (c.slot_no - $5 + 256) % 256"
-		"   FOR UPDATE SKIP LOCKED LIMIT 1)"
+		"   FOR NO KEY UPDATE SKIP LOCKED LIMIT 1)"
 		" RETURNING s.slot_no, s.period_start",
 		5, {UUIDOID, UUIDOID, INT8OID, TIMESTAMPTZOID, INT4OID}
 	},
@@ -156,13 +156,13 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 	},
 	[PLAN_RESERVATION_LOCK] = {
 		"SELECT department_id, slot_no, amount_micros, status, expires_at, resolved_at"
-		" FROM donatello.budget_reservations WHERE org_id = $1 AND id = $2 FOR UPDATE",
+		" FROM donatello.budget_reservations WHERE org_id = $1 AND id = $2 FOR NO KEY UPDATE",
 		2, {UUIDOID, UUIDOID}
 	},
 	[PLAN_RESERVATION_LOCK_EXPIRED] = {
 		"SELECT department_id, slot_no, amount_micros FROM donatello.budget_reservations"
 		" WHERE org_id = $1 AND id = $2 AND status = 'active' AND expires_at <= $3"
-		" FOR UPDATE SKIP LOCKED",
+		" FOR NO KEY UPDATE SKIP LOCKED",
 		3, {UUIDOID, UUIDOID, TIMESTAMPTZOID}
 	},
 	/* $3 status, $4 actual (NULL unless settled), $5 period, $6 ledger kind */
@@ -221,7 +221,7 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 	[PLAN_EXPIRED_OF_DEPARTMENT] = {
 		"SELECT id, slot_no, amount_micros FROM donatello.budget_reservations"
 		" WHERE org_id = $1 AND department_id = $2 AND status = 'active' AND expires_at <= $3"
-		" ORDER BY expires_at FOR UPDATE SKIP LOCKED",
+		" ORDER BY expires_at FOR NO KEY UPDATE SKIP LOCKED",
 		3, {UUIDOID, UUIDOID, TIMESTAMPTZOID}
 	},
 	[PLAN_EXPIRED_ANY] = {
