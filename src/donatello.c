@@ -71,6 +71,7 @@ _PG_init(void)
 	router_init();
 	image_url_init();
 	dispatcher_init();
+	budget_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
