@@ -68,6 +68,13 @@ OBJS += \
 	src/dispatch/dispatch_common.o \
 	src/dispatch/webhooks.o \
 	src/dispatch/http_enqueue.o
+# department budgets (issue 4)
+OBJS += \
+	src/budget/budget_common.o \
+	src/budget/budget_exact.o \
+	src/budget/budget_alerts.o \
+	src/budget/budget_api.o \
+	src/budget/budget_maintenance.o
 # generation pipeline (issue 8)
 OBJS += \
 	src/generation/generation_settings.o \
@@ -94,6 +101,7 @@ REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isola
 REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS     += dispatcher
+REGRESS     += budget
 REGRESS     += generation_pipeline
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 

@@ -72,6 +72,7 @@ _PG_init(void)
 	router_init();
 	image_url_init();
 	dispatcher_init();
+	budget_init();
 	generation_init();
 
 	/* after every part: registers the worker only if a part added a task */
