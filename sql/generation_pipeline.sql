@@ -2,7 +2,8 @@
 -- request checks them (validation, permission, safety, routing); the C
 -- helpers of the pipeline; image_fetch; the provider credential guard of
 -- http_enqueue. The worker side runs in test/client/generation_pipeline.test.mjs.
--- Budget refusals (DNB01/DNB02) need the budget part.
+-- The budget refusals (DNB01, DNB02, a department without a budget: DNV02)
+-- come from donatello.reserve.
 
 SELECT donatello.create_organization('Pipeline', 'pipeline-regress') AS org \gset
 SELECT donatello.create_organization('Other', 'pipeline-regress-other') AS other_org \gset
@@ -17,7 +18,7 @@ SELECT donatello.add_blocked_terms(:'org', ARRAY['gore', 'very bad'], 'violence'
 SELECT donatello.register_provider('pipeline-mock', 'openai', 'http://provider.pipeline.test/api') AS provider \gset
 SELECT donatello.register_model('pipeline-mock', 'pipeline-model', 0.02, 7, 7, 7, true, '{1024x1024}') IS NOT NULL AS registered;
 
--- run a statement that must fail: its SQLSTATE, message and detail (ids masked)
+-- run a statement that must fail: its SQLSTATE, message and detail (ids and times masked)
 CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     state text; message text; detail text;
@@ -26,8 +27,9 @@ BEGIN
     RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-    RETURN regexp_replace(state || ': ' || message || coalesce(nullif(' | ' || detail, ' | '), ''),
-                          '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'g');
+    RETURN regexp_replace(regexp_replace(state || ': ' || message || coalesce(nullif(' | ' || detail, ' | '), ''),
+                          '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'g'),
+                          '[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}[+-][0-9]{2}(:[0-9]{2})?', '<time>', 'g');
 END
 $$;
 
@@ -70,6 +72,23 @@ DELETE FROM donatello.providers WHERE name <> 'pipeline-mock';
 SELECT pg_temp.try($$SELECT donatello.generate('a gorey sky', '{"size": "4000x4000"}')$$);  -- not a whole word: passes safety
 SELECT pg_temp.try($$SELECT donatello.generate('a fox', '{"size": "512x512", "commercial": true}')$$);
 ROLLBACK;
+
+-- 5. the budget (DNB01, DNB02): the reservation is the dearest model the
+-- job may use, here pipeline-model at 0.02
+SELECT donatello.create_department(:'org', 'Thrift') AS thrift \gset
+SELECT donatello.create_user(:'org', 'thrifty@pipeline.test', 'Thrifty', :'thrift') AS thrifty \gset
+SELECT donatello.grant_role(:'thrifty', 'member');
+SELECT set_config('request.jwt.claims', '{"sub": "' || :'thrifty' || '", "org": "' || :'org' || '"}', false) IS NOT NULL AS as_thrifty;
+BEGIN;
+DELETE FROM donatello.providers WHERE name <> 'pipeline-mock';
+SELECT pg_temp.try($$SELECT donatello.generate('a fox')$$);   -- no budget at all
+SELECT donatello.set_budget(:'thrift', 0.01, 'hard');
+SELECT pg_temp.try($$SELECT donatello.generate('a fox')$$);   -- 0.02 does not fit in 0.01
+SELECT donatello.settle(donatello.reserve(:'thrift', 0.01), 0.01);   -- spend it all: locked
+SELECT pg_temp.try($$SELECT donatello.generate('a fox')$$);
+SELECT spent, reserved, locked FROM donatello.budget_status(:'thrift');
+ROLLBACK;
+SELECT set_config('request.jwt.claims', :'claims_maker', false) IS NOT NULL AS as_maker;
 
 -- nothing was queued or reserved by any refusal
 SELECT count(*) AS jobs FROM donatello.generation_jobs;
