@@ -294,6 +294,43 @@ $$;
 COMMENT ON FUNCTION donatello.generation_image_entry(donatello.images) IS
     'internal: an image as events and generation_status show it, with a fresh signed URL';
 
+-- Settle a job's reservation at actual_micros, or release it (NULL). A
+-- deadlock or serialization failure is tried again (3 times in all); any
+-- other error is returned as text (and logged as a WARNING), not raised, so
+-- the job still finishes. NULL when it worked.
+CREATE FUNCTION donatello.generation_close_reservation(job_id uuid, reservation_id uuid, actual_micros bigint)
+    RETURNS text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    what text := CASE WHEN actual_micros IS NULL THEN 'release' ELSE 'settle' END;
+BEGIN
+    FOR attempt IN 1 .. 3 LOOP
+        BEGIN
+            IF actual_micros IS NULL THEN
+                PERFORM donatello.release(reservation_id);
+            ELSE
+                PERFORM donatello.settle(reservation_id, actual_micros::numeric / 1000000);
+            END IF;
+            RETURN NULL;
+        EXCEPTION
+            WHEN deadlock_detected OR serialization_failure THEN
+                IF attempt = 3 THEN
+                    RAISE WARNING 'donatello: could not % the reservation of generation %: %', what, job_id, SQLERRM;
+                    RETURN format('%s failed: %s (%s)', what, SQLERRM, SQLSTATE);
+                END IF;
+            WHEN OTHERS THEN
+                RAISE WARNING 'donatello: could not % the reservation of generation %: %', what, job_id, SQLERRM;
+                RETURN format('%s failed: %s (%s)', what, SQLERRM, SQLSTATE);
+        END;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION donatello.generation_close_reservation(uuid, uuid, bigint) IS
+    'internal: settle (actual_micros) or release (NULL) a job''s reservation; deadlocks retried; the error as text, or NULL';
+
 -- Fail a job (its row locked by the caller): DNM01, the reservation
 -- released, generation.failed emitted, 'failed' notified.
 CREATE FUNCTION donatello.generation_fail(org_id uuid, job_id uuid, message text) RETURNS void
@@ -312,13 +349,8 @@ BEGIN
     UPDATE donatello.generation_jobs g
        SET status = 'failed', error_code = 'DNM01', error_message = message, completed_at = now(), updated_at = now()
      WHERE g.org_id = j.org_id AND g.id = j.id;
-    BEGIN
-        PERFORM donatello.release(j.reservation_id);
-    EXCEPTION WHEN OTHERS THEN
-        UPDATE donatello.generation_jobs g SET budget_error = format('release failed: %s (%s)', SQLERRM, SQLSTATE)
-         WHERE g.org_id = j.org_id AND g.id = j.id;
-        RAISE WARNING 'donatello: generation % failed and its reservation could not be released: %', j.id, SQLERRM;
-    END;
+    UPDATE donatello.generation_jobs g SET budget_error = donatello.generation_close_reservation(j.id, j.reservation_id, NULL)
+     WHERE g.org_id = j.org_id AND g.id = j.id;
     PERFORM donatello.emit_event(j.org_id, 'generation.failed', jsonb_build_object(
         'job_id', j.id, 'status', 'failed', 'user_id', j.user_id, 'department_id', j.department_id,
         'error', jsonb_build_object('code', 'DNM01', 'message', message),
@@ -396,13 +428,9 @@ BEGIN
            SET status = 'completed', model_id = c.model_id, actual_cost_micros = v_actual,
                completed_at = now(), updated_at = now()
          WHERE g.org_id = j.org_id AND g.id = j.id;
-        BEGIN
-            PERFORM donatello.settle(j.reservation_id, v_actual::numeric / 1000000);
-        EXCEPTION WHEN OTHERS THEN
-            UPDATE donatello.generation_jobs g SET budget_error = format('settle failed: %s (%s)', SQLERRM, SQLSTATE)
-             WHERE g.org_id = j.org_id AND g.id = j.id;
-            RAISE WARNING 'donatello: generation % completed but its reservation could not be settled: %', j.id, SQLERRM;
-        END;
+        UPDATE donatello.generation_jobs g
+           SET budget_error = donatello.generation_close_reservation(j.id, j.reservation_id, v_actual)
+         WHERE g.org_id = j.org_id AND g.id = j.id;
         SELECT jsonb_agg(donatello.generation_image_entry(i) ORDER BY i.image_index) INTO v_images
           FROM donatello.images i WHERE i.org_id = j.org_id AND i.job_id = j.id;
         PERFORM donatello.emit_event(j.org_id, 'generation.completed', jsonb_build_object(
