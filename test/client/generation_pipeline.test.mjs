@@ -11,6 +11,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import pg from 'pg';
 import { PNG } from 'pngjs';
 import { Receiver } from './lib/webhook-receiver.mjs';
@@ -142,6 +143,16 @@ test('a generation completes: image stored and served by its signed URL, budget 
   assert.equal(seen[0].authorized, true);
   assert.equal(seen[0].response_format, 'b64_json');
   assert.equal(seen[0].size, '256x256');
+
+  // the key was added by the dispatcher: it is nowhere in the outbox row, nor in the server log
+  const row = (await db.query(
+    `SELECT convert_from(donatello.secret_open('outbox_headers', o.id, o.headers_sealed), 'UTF8') AS headers, o.body, o.provider_id
+       FROM donatello.outbox o JOIN donatello.generation_calls c ON c.request_id = o.id WHERE c.job_id = $1`, [job])).rows[0];
+  assert.deepEqual(JSON.parse(row.headers), { 'content-type': 'application/json' });
+  assert.ok(row.provider_id);
+  assert.ok(!row.body.toString('utf8').includes(API_KEY));
+  const logFile = new URL('../../tmp/pg/log/postgres.log', import.meta.url);
+  if (fs.existsSync(logFile)) assert.ok(!fs.readFileSync(logFile, 'utf8').includes(API_KEY), 'the key is not in the server log');
 
   // the image, through its signed URL
   const [image] = s.images;
