@@ -21,6 +21,7 @@
 #include "safety/safety.h"
 #include "router/router.h"
 #include "images/images.h"
+#include "generation/generation.h"
 
 PG_MODULE_MAGIC;
 
@@ -72,6 +73,7 @@ _PG_init(void)
 	image_url_init();
 	dispatcher_init();
 	budget_init();
+	generation_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
