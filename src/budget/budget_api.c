@@ -28,6 +28,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/numeric.h"
 
 #include "donatello.h"
@@ -113,14 +114,21 @@ static bool
 reserve_fast(void *arg)
 {
 	ReserveContext *cx = arg;
-	Datum		values[5];
+	Datum		values[6];
 
 	values[0] = budget_uuid_datum(&cx->org_id);
 	values[1] = budget_uuid_datum(&cx->department_id);
 	values[2] = Int64GetDatum(cx->amount);
 	values[3] = TimestampTzGetDatum(cx->now);
 	values[4] = Int32GetDatum(cx->preferred);
-	if (budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0) == 1)
+	values[5] = Int32GetDatum(BUDGET_MAX_SLOTS);
+	if (budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0) != 1 && cx->preferred > 0)
+	{
+		values[4] = Int32GetDatum(0);
+		values[5] = Int32GetDatum(cx->preferred);
+		(void) budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0);
+	}
+	if (SPI_processed == 1)
 	{
 		cx->slot_no = budget_get_int32(0, 1);
 		cx->period_start = budget_get_timestamptz(0, 2);
@@ -133,6 +141,66 @@ reserve_fast(void *arg)
 		return false;
 	cx->slot_no = cx->preferred;
 	cx->period_start = budget_get_timestamptz(0, 1);
+	return true;
+}
+
+/*
+ * The organization and slot count of a department's budget, cached for the
+ * backend's life (neither ever changes; a department deleted since is
+ * noticed by the slow path). False if the department has no budget; DNV02 if
+ * it does not exist.
+ */
+typedef struct DepartmentCacheEntry
+{
+	pg_uuid_t	department_id;	/* hash key */
+	pg_uuid_t	org_id;
+	int			slot_count;
+} DepartmentCacheEntry;
+
+static HTAB *department_cache = NULL;
+
+static bool
+budget_department_lookup(const pg_uuid_t *department_id, pg_uuid_t *org_id, int *slot_count)
+{
+	DepartmentCacheEntry *entry;
+	Datum		values[1];
+	bool		no_budget;
+	bool		found;
+
+	if (department_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(DepartmentCacheEntry);
+		department_cache = hash_create("donatello budget departments", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	entry = hash_search(department_cache, department_id, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		*org_id = entry->org_id;
+		*slot_count = entry->slot_count;
+		return true;
+	}
+	values[0] = budget_uuid_datum(department_id);
+	if (budget_exec(PLAN_DEPARTMENT_BUDGET, values, NULL, true, 1) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_NOT_FOUND),
+				 errmsg("department %s does not exist", budget_uuid_string(department_id))));
+	*org_id = budget_get_uuid(0, 1);
+	*slot_count = budget_get_int32(0, 2);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_budget);
+	if (no_budget || *slot_count < 1)
+		return false;
+	if (hash_get_num_entries(department_cache) >= 10000)
+	{
+		hash_destroy(department_cache);
+		department_cache = NULL;
+		return true;
+	}
+	entry = hash_search(department_cache, department_id, HASH_ENTER, &found);
+	entry->org_id = *org_id;
+	entry->slot_count = *slot_count;
 	return true;
 }
 
@@ -263,7 +331,6 @@ donatello_reserve(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		no_budget;
 	pg_uuid_t	result;
 
 	budget_require_argument(fcinfo, 0, "department_id");
@@ -292,15 +359,7 @@ donatello_reserve(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	values[0] = budget_uuid_datum(&cx.department_id);
-	if (budget_exec(PLAN_DEPARTMENT_BUDGET, values, NULL, true, 1) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
-				 errmsg("department %s does not exist", budget_uuid_string(&cx.department_id))));
-	cx.org_id = budget_get_uuid(0, 1);
-	cx.slot_count = budget_get_int32(0, 2);
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_budget);
-	if (no_budget || cx.slot_count < 1)
+	if (!budget_department_lookup(&cx.department_id, &cx.org_id, &cx.slot_count))
 		ereport(ERROR,
 				(errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("department %s has no budget", budget_uuid_string(&cx.department_id)),
