@@ -103,15 +103,15 @@ budget_raise_locked(const Budget *b, int64 spent)
  * --------------------------------------------------------------------- */
 
 /*
- * Stages 1 and 2, in a subtransaction (budget_in_subtransaction): true when a
- * slot took the reservation. False drops every slot lock taken here: the
- * SKIP LOCKED scan keeps the lock of a row whose newest version failed the
- * room check (PostgreSQL's EvalPlanQual), and the wait for the preferred
- * slot may find no room; neither lock may be held while the slow path waits
- * for the budgets row.
+ * Stage 1 (run in a subtransaction by budget_in_subtransaction): the first
+ * unlocked slot with room from the preferred slot on, wrapping around. False
+ * rolls the subtransaction back, which drops the lock of every row the SKIP
+ * LOCKED scan kept although its newest version failed the room check
+ * (PostgreSQL's EvalPlanQual locks before it rechecks): stage 2 then waits
+ * holding no slot.
  */
 static bool
-reserve_fast(void *arg)
+reserve_any_slot(void *arg)
 {
 	ReserveContext *cx = arg;
 	Datum		values[6];
@@ -128,12 +128,25 @@ reserve_fast(void *arg)
 		values[5] = Int32GetDatum(cx->preferred);
 		(void) budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0);
 	}
-	if (SPI_processed == 1)
-	{
-		cx->slot_no = budget_get_int32(0, 1);
-		cx->period_start = budget_get_timestamptz(0, 2);
-		return true;
-	}
+	if (SPI_processed != 1)
+		return false;
+	cx->slot_no = budget_get_int32(0, 1);
+	cx->period_start = budget_get_timestamptz(0, 2);
+	return true;
+}
+
+/*
+ * Stage 2 (in a subtransaction): wait for the preferred slot and use it if it
+ * has room; false drops its lock before the slow path locks the budgets row.
+ */
+static bool
+reserve_preferred_slot(void *arg)
+{
+	ReserveContext *cx = arg;
+	Datum		values[5];
+
+	values[0] = budget_uuid_datum(&cx->org_id);
+	values[1] = budget_uuid_datum(&cx->department_id);
 	values[2] = Int32GetDatum(cx->preferred);
 	values[3] = Int64GetDatum(cx->amount);
 	values[4] = TimestampTzGetDatum(cx->now);
@@ -391,7 +404,8 @@ donatello_reserve(PG_FUNCTION_ARGS)
 		}
 	}
 
-	if (!budget_in_subtransaction(reserve_fast, &cx))
+	if (!budget_in_subtransaction(reserve_any_slot, &cx) &&
+		!budget_in_subtransaction(reserve_preferred_slot, &cx))
 	{
 		Budget		b;
 
