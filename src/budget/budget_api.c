@@ -4,10 +4,11 @@
  *	  budget_status.
  *
  * reserve tries, in order:
- *	  1. fast: any slot with room that nobody holds (FOR NO KEY UPDATE SKIP LOCKED),
- *		 the backend's preferred slot first; one row lock, no wait;
- *	  2. fast: wait for the preferred slot, use it if it has room (in a
- *		 subtransaction, so that giving up drops the slot lock);
+ *	  1. fast: the first slot with room that nobody holds (FOR NO KEY UPDATE
+ *		 SKIP LOCKED), from the backend's preferred slot on; no wait;
+ *	  2. fast: wait for the preferred slot, use it if it has room;
+ *		 (1 and 2 each in a subtransaction, so that giving up drops every slot
+ *		 lock taken);
  *	  3. refill: lock the budgets row and the preferred slot, move room from
  *		 the pool into the slot (never so much that the room handed out
  *		 reaches the next threshold or the limit);
@@ -312,7 +313,6 @@ reserve_exact(ReserveContext *cx)
 	}
 	s->reserved += cx->amount;
 	s->dirty = true;
-	b->dirty = true;
 	cx->slot_no = s->slot_no;
 	cx->period_start = s->period_start;
 	budget_exact_finish(st);
