@@ -4,6 +4,7 @@
 -- and test/t/040_budget_storm.pl.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
+SET donatello.budget_slots = 16;
 
 -- errors with their SQLSTATE; ids replaced so the output is stable
 CREATE FUNCTION pg_temp.try(sql text) RETURNS text LANGUAGE plpgsql AS $$

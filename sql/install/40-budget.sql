@@ -295,17 +295,33 @@ CREATE FUNCTION donatello.budget_check_invariants(
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
-    WITH slot_ledger AS (
+    WITH ledger AS (
+        SELECT l.org_id, l.department_id, l.slot_no, l.period_start,
+               sum(l.reserved_delta) AS reserved, sum(l.spent_delta) AS spent
+          FROM donatello.budget_ledger l
+         WHERE l.slot_no IS NOT NULL
+         GROUP BY l.org_id, l.department_id, l.slot_no, l.period_start
+    ), overruns AS (
+        SELECT l.org_id, l.department_id, l.period_start, sum(l.amount_micros) AS amount
+          FROM donatello.budget_ledger l
+         WHERE l.kind = 'overrun'
+         GROUP BY l.org_id, l.department_id, l.period_start
+    ), active AS (
+        SELECT r.org_id, r.department_id, r.slot_no, sum(r.amount_micros) AS reserved
+          FROM donatello.budget_reservations r
+         WHERE r.status = 'active'
+         GROUP BY r.org_id, r.department_id, r.slot_no
+    ), slot_ledger AS (
         SELECT s.org_id, s.department_id, s.slot_no, s.reserved_micros, s.spent_micros, s.allowance_micros,
-               coalesce((SELECT sum(l.reserved_delta) FROM donatello.budget_ledger l
+               coalesce((SELECT sum(l.reserved) FROM ledger l
                           WHERE l.org_id = s.org_id AND l.department_id = s.department_id
                             AND l.slot_no = s.slot_no), 0) AS ledger_reserved,
-               coalesce((SELECT sum(l.spent_delta) FROM donatello.budget_ledger l
+               coalesce((SELECT sum(l.spent) FROM ledger l
                           WHERE l.org_id = s.org_id AND l.department_id = s.department_id
                             AND l.slot_no = s.slot_no AND l.period_start = s.period_start), 0) AS ledger_spent,
-               coalesce((SELECT sum(r.amount_micros) FROM donatello.budget_reservations r
-                          WHERE r.org_id = s.org_id AND r.department_id = s.department_id
-                            AND r.slot_no = s.slot_no AND r.status = 'active'), 0) AS active_reserved
+               coalesce((SELECT a.reserved FROM active a
+                          WHERE a.org_id = s.org_id AND a.department_id = s.department_id
+                            AND a.slot_no = s.slot_no), 0) AS active_reserved
           FROM donatello.budget_slots s
     ), totals AS (
         SELECT b.org_id, b.department_id, b.mode, b.limit_micros, b.pool_micros, b.overrun_micros, b.period_start,
@@ -342,14 +358,11 @@ CREATE FUNCTION donatello.budget_check_invariants(
       FROM totals t WHERE t.mode = 'hard' AND t.spent + t.reserved > t.limit_micros + t.overrun_micros
     UNION ALL
     SELECT t.org_id, t.department_id, 'recorded overrun differs from ledger',
-           format('overrun %s, ledger %s', t.overrun_micros,
-                  coalesce((SELECT sum(l.amount_micros) FROM donatello.budget_ledger l
-                             WHERE l.org_id = t.org_id AND l.department_id = t.department_id
-                               AND l.kind = 'overrun' AND l.period_start = t.period_start), 0))
+           format('overrun %s, ledger %s', t.overrun_micros, coalesce(o.amount, 0))
       FROM totals t
-     WHERE t.overrun_micros <> coalesce((SELECT sum(l.amount_micros) FROM donatello.budget_ledger l
-                                          WHERE l.org_id = t.org_id AND l.department_id = t.department_id
-                                            AND l.kind = 'overrun' AND l.period_start = t.period_start), 0)
+      LEFT JOIN overruns o ON o.org_id = t.org_id AND o.department_id = t.department_id
+                          AND o.period_start = t.period_start
+     WHERE t.overrun_micros <> coalesce(o.amount, 0)
     UNION ALL
     SELECT l.org_id, l.department_id, 'reservation resolved more than once',
            format('reservation %s: %s', l.reservation_id, string_agg(l.kind, ', ' ORDER BY l.id))
@@ -360,14 +373,19 @@ CREATE FUNCTION donatello.budget_check_invariants(
     SELECT r.org_id, r.department_id, 'reservation status differs from ledger',
            format('reservation %s is %s', r.id, r.status)
       FROM donatello.budget_reservations r
-     WHERE (SELECT count(*) FROM donatello.budget_ledger l
-             WHERE l.org_id = r.org_id AND l.reservation_id = r.id
-               AND l.kind = CASE r.status WHEN 'settled' THEN 'settle' WHEN 'released' THEN 'release'
-                                          WHEN 'expired' THEN 'expire' ELSE 'reserve' END)
-           <> 1
-        OR (r.status = 'active' AND EXISTS (SELECT FROM donatello.budget_ledger l
-                                             WHERE l.org_id = r.org_id AND l.reservation_id = r.id
-                                               AND l.kind <> 'reserve'))
+      LEFT JOIN (SELECT l.org_id, l.reservation_id,
+                        count(*) FILTER (WHERE l.kind = 'reserve') AS reserves,
+                        count(*) FILTER (WHERE l.kind = 'settle') AS settles,
+                        count(*) FILTER (WHERE l.kind = 'release') AS releases,
+                        count(*) FILTER (WHERE l.kind = 'expire') AS expiries
+                   FROM donatello.budget_ledger l
+                  WHERE l.reservation_id IS NOT NULL
+                  GROUP BY l.org_id, l.reservation_id) e
+        ON e.org_id = r.org_id AND e.reservation_id = r.id
+     WHERE e.reserves IS DISTINCT FROM 1
+        OR e.settles <> (r.status = 'settled')::int
+        OR e.releases <> (r.status = 'released')::int
+        OR e.expiries <> (r.status = 'expired')::int
 $$;
 COMMENT ON FUNCTION donatello.budget_check_invariants() IS
     'every violation of the budget invariants (balances vs ledger, limit, double resolution); empty means healthy';

@@ -52,7 +52,6 @@ typedef struct Budget
 	TimestampTz period_start;
 	TimestampTz period_end;
 	int			slot_count;
-	bool		dirty;
 } Budget;
 
 /* A budget_slots row. */
@@ -150,7 +149,6 @@ extern void budget_exact_begin_at(BudgetState *st, const pg_uuid_t *org_id,
 								  const pg_uuid_t *department_id, TimestampTz as_of);
 extern void budget_exact_finish(BudgetState *st);
 extern void budget_collect_free(BudgetState *st);
-extern int64 budget_free_room(const BudgetState *st);
 extern int64 budget_total_spent(const BudgetState *st);
 extern int64 budget_total_reserved(const BudgetState *st);
 extern BudgetSlot *budget_slot(BudgetState *st, int slot_no);

@@ -4,10 +4,11 @@
  *	  budget_status.
  *
  * reserve tries, in order:
- *	  1. fast: any slot with room that nobody holds (FOR NO KEY UPDATE SKIP LOCKED),
- *		 the backend's preferred slot first; one row lock, no wait;
- *	  2. fast: wait for the preferred slot, use it if it has room (in a
- *		 subtransaction, so that giving up drops the slot lock);
+ *	  1. fast: the first slot with room that nobody holds (FOR NO KEY UPDATE
+ *		 SKIP LOCKED), from the backend's preferred slot on; no wait;
+ *	  2. fast: wait for the preferred slot, use it if it has room;
+ *		 (1 and 2 each in a subtransaction, so that giving up drops every slot
+ *		 lock taken);
  *	  3. refill: lock the budgets row and the preferred slot, move room from
  *		 the pool into the slot (never so much that the room handed out
  *		 reaches the next threshold or the limit);
@@ -28,6 +29,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/numeric.h"
 
 #include "donatello.h"
@@ -102,30 +104,50 @@ budget_raise_locked(const Budget *b, int64 spent)
  * --------------------------------------------------------------------- */
 
 /*
- * Stages 1 and 2, in a subtransaction (budget_in_subtransaction): true when a
- * slot took the reservation. False drops every slot lock taken here: the
- * SKIP LOCKED scan keeps the lock of a row whose newest version failed the
- * room check (PostgreSQL's EvalPlanQual), and the wait for the preferred
- * slot may find no room; neither lock may be held while the slow path waits
- * for the budgets row.
+ * Stage 1 (run in a subtransaction by budget_in_subtransaction): the first
+ * unlocked slot with room from the preferred slot on, wrapping around. False
+ * rolls the subtransaction back, which drops the lock of every row the SKIP
+ * LOCKED scan kept although its newest version failed the room check
+ * (PostgreSQL's EvalPlanQual locks before it rechecks): stage 2 then waits
+ * holding no slot.
  */
 static bool
-reserve_fast(void *arg)
+reserve_any_slot(void *arg)
 {
 	ReserveContext *cx = arg;
-	Datum		values[5];
+	Datum		values[6];
 
 	values[0] = budget_uuid_datum(&cx->org_id);
 	values[1] = budget_uuid_datum(&cx->department_id);
 	values[2] = Int64GetDatum(cx->amount);
 	values[3] = TimestampTzGetDatum(cx->now);
 	values[4] = Int32GetDatum(cx->preferred);
-	if (budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0) == 1)
+	values[5] = Int32GetDatum(BUDGET_MAX_SLOTS);
+	if (budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0) != 1 && cx->preferred > 0)
 	{
-		cx->slot_no = budget_get_int32(0, 1);
-		cx->period_start = budget_get_timestamptz(0, 2);
-		return true;
+		values[4] = Int32GetDatum(0);
+		values[5] = Int32GetDatum(cx->preferred);
+		(void) budget_exec(PLAN_SLOT_RESERVE_ANY, values, NULL, false, 0);
 	}
+	if (SPI_processed != 1)
+		return false;
+	cx->slot_no = budget_get_int32(0, 1);
+	cx->period_start = budget_get_timestamptz(0, 2);
+	return true;
+}
+
+/*
+ * Stage 2 (in a subtransaction): wait for the preferred slot and use it if it
+ * has room; false drops its lock before the slow path locks the budgets row.
+ */
+static bool
+reserve_preferred_slot(void *arg)
+{
+	ReserveContext *cx = arg;
+	Datum		values[5];
+
+	values[0] = budget_uuid_datum(&cx->org_id);
+	values[1] = budget_uuid_datum(&cx->department_id);
 	values[2] = Int32GetDatum(cx->preferred);
 	values[3] = Int64GetDatum(cx->amount);
 	values[4] = TimestampTzGetDatum(cx->now);
@@ -133,6 +155,66 @@ reserve_fast(void *arg)
 		return false;
 	cx->slot_no = cx->preferred;
 	cx->period_start = budget_get_timestamptz(0, 1);
+	return true;
+}
+
+/*
+ * The organization and slot count of a department's budget, cached for the
+ * backend's life (neither ever changes; a department deleted since is
+ * noticed by the slow path). False if the department has no budget; DNV02 if
+ * it does not exist.
+ */
+typedef struct DepartmentCacheEntry
+{
+	pg_uuid_t	department_id;	/* hash key */
+	pg_uuid_t	org_id;
+	int			slot_count;
+} DepartmentCacheEntry;
+
+static HTAB *department_cache = NULL;
+
+static bool
+budget_department_lookup(const pg_uuid_t *department_id, pg_uuid_t *org_id, int *slot_count)
+{
+	DepartmentCacheEntry *entry;
+	Datum		values[1];
+	bool		no_budget;
+	bool		found;
+
+	if (department_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(DepartmentCacheEntry);
+		department_cache = hash_create("donatello budget departments", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	entry = hash_search(department_cache, department_id, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		*org_id = entry->org_id;
+		*slot_count = entry->slot_count;
+		return true;
+	}
+	values[0] = budget_uuid_datum(department_id);
+	if (budget_exec(PLAN_DEPARTMENT_BUDGET, values, NULL, true, 1) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_NOT_FOUND),
+				 errmsg("department %s does not exist", budget_uuid_string(department_id))));
+	*org_id = budget_get_uuid(0, 1);
+	*slot_count = budget_get_int32(0, 2);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_budget);
+	if (no_budget || *slot_count < 1)
+		return false;
+	if (hash_get_num_entries(department_cache) >= 10000)
+	{
+		hash_destroy(department_cache);
+		department_cache = NULL;
+		return true;
+	}
+	entry = hash_search(department_cache, department_id, HASH_ENTER, &found);
+	entry->org_id = *org_id;
+	entry->slot_count = *slot_count;
 	return true;
 }
 
@@ -231,7 +313,6 @@ reserve_exact(ReserveContext *cx)
 	}
 	s->reserved += cx->amount;
 	s->dirty = true;
-	b->dirty = true;
 	cx->slot_no = s->slot_no;
 	cx->period_start = s->period_start;
 	budget_exact_finish(st);
@@ -263,7 +344,6 @@ donatello_reserve(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		no_budget;
 	pg_uuid_t	result;
 
 	budget_require_argument(fcinfo, 0, "department_id");
@@ -292,15 +372,7 @@ donatello_reserve(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	values[0] = budget_uuid_datum(&cx.department_id);
-	if (budget_exec(PLAN_DEPARTMENT_BUDGET, values, NULL, true, 1) != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_DN_NOT_FOUND),
-				 errmsg("department %s does not exist", budget_uuid_string(&cx.department_id))));
-	cx.org_id = budget_get_uuid(0, 1);
-	cx.slot_count = budget_get_int32(0, 2);
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &no_budget);
-	if (no_budget || cx.slot_count < 1)
+	if (!budget_department_lookup(&cx.department_id, &cx.org_id, &cx.slot_count))
 		ereport(ERROR,
 				(errcode(ERRCODE_DN_NOT_FOUND),
 				 errmsg("department %s has no budget", budget_uuid_string(&cx.department_id)),
@@ -332,7 +404,8 @@ donatello_reserve(PG_FUNCTION_ARGS)
 		}
 	}
 
-	if (!budget_in_subtransaction(reserve_fast, &cx))
+	if (!budget_in_subtransaction(reserve_any_slot, &cx) &&
+		!budget_in_subtransaction(reserve_preferred_slot, &cx))
 	{
 		Budget		b;
 

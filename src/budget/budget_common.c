@@ -108,17 +108,22 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 		" WHERE org_id = $1 AND department_id = $2 AND slot_no = $3 RETURNING period_start",
 		5, {UUIDOID, UUIDOID, INT4OID, INT8OID, INT8OID}
 	},
-	/* fast reserve, stage 1: any unlocked slot with room, preferred slot first */
+	/*
+	 * fast reserve, stage 1: the first unlocked slot with room from slot $5 on
+	 * (in index order: one probe when the preferred slot is free); the same
+	 * with $5 = 0 and $6 = the preferred slot wraps around
+	 */
 	[PLAN_SLOT_RESERVE_ANY] = {
 		"UPDATE donatello.budget_slots s SET reserved_micros = s.reserved_micros + $3"
 		" WHERE s.org_id = $1 AND s.department_id = $2 AND s.slot_no = ("
 		"  SELECT c.slot_no FROM donatello.budget_slots c"
-		"   WHERE c.org_id = $1 AND c.department_id = $2 AND NOT c.locked AND c.period_end > $4"
+		"   WHERE c.org_id = $1 AND c.department_id = $2 AND c.slot_no >= $5 AND c.slot_no < $6"
+		"     AND NOT c.locked AND c.period_end > $4"
 		"     AND c.allowance_micros - c.spent_micros - c.reserved_micros >= $3"
-		"   ORDER BY (c.slot_no - $5 + 256) % 256"
+		"   ORDER BY c.slot_no"
 		"   FOR NO KEY UPDATE SKIP LOCKED LIMIT 1)"
 		" RETURNING s.slot_no, s.period_start",
-		5, {UUIDOID, UUIDOID, INT8OID, TIMESTAMPTZOID, INT4OID}
+		6, {UUIDOID, UUIDOID, INT8OID, TIMESTAMPTZOID, INT4OID, INT4OID}
 	},
 	/* fast reserve, stage 2: wait for the preferred slot */
 	[PLAN_SLOT_RESERVE_ONE] = {

@@ -113,18 +113,6 @@ budget_total_reserved(const BudgetState *st)
 	return sum;
 }
 
-/* Room nobody holds: the pool plus every slot's unused allowance. */
-int64
-budget_free_room(const BudgetState *st)
-{
-	int64		room = st->b.pool;
-	int			i;
-
-	for (i = 0; i < st->nslots; i++)
-		room += Max(0, st->slots[i].allowance - st->slots[i].spent - st->slots[i].reserved);
-	return room;
-}
-
 /* Move every slot's unused allowance back to the pool. */
 void
 budget_collect_free(BudgetState *st)
@@ -143,7 +131,6 @@ budget_collect_free(BudgetState *st)
 			s->dirty = true;
 		}
 	}
-	st->b.dirty = true;
 }
 
 /*
@@ -240,7 +227,6 @@ budget_rollover(BudgetState *st, TimestampTz now)
 	b->locked = false;
 	b->period_start = start;
 	b->period_end = end;
-	b->dirty = true;
 	budget_ledger_insert(b, start, "rollover", -1, NULL, b->limit, 0, 0);
 }
 
@@ -270,7 +256,6 @@ budget_spread_pool(BudgetState *st)
 		st->slots[i].dirty = true;
 	}
 	b->pool -= per_slot * st->nslots;
-	b->dirty = true;
 }
 
 /* Write the slots that changed and the budgets row. */

@@ -23,7 +23,7 @@ PG_FUNCTION_INFO_V1(donatello_budget_expire_reservations);
 PG_FUNCTION_INFO_V1(donatello_budget_roll_periods);
 
 /* donatello.budget_slots: slots of a new budget */
-int			budget_slot_count = 16;
+int			budget_slot_count = 32;
 
 /* donatello.budget_maintenance_interval (ms) */
 int			budget_maintenance_interval_ms = 10000;
@@ -157,7 +157,7 @@ budget_init(void)
 							"Number of slots a new department budget is split into.",
 							"More slots let more reservations of one department run at once; "
 							"the count is fixed when the budget is created.",
-							&budget_slot_count, 16, 1, BUDGET_MAX_SLOTS,
+							&budget_slot_count, 32, 1, BUDGET_MAX_SLOTS,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("donatello.budget_maintenance_interval",
 							"How often the maintenance worker releases expired budget reservations and rolls budget periods over.",

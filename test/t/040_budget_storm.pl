@@ -6,7 +6,8 @@
 # the limit (actuals never exceed estimates here, so no overrun is allowed).
 # Afterwards budget_check_invariants() must be empty, no pgbench transaction
 # may have failed (no deadlock, no unexpected error), and every threshold
-# alert must have been emitted at most once.
+# alert must have been emitted at most once. Then the maintenance worker must
+# expire a reservation left behind.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -26,6 +27,7 @@ donatello.database = 'postgres'
 max_connections = 60
 synchronous_commit = on
 deadlock_timeout = '100ms'
+donatello.budget_maintenance_interval = '200ms'
 });
 $node->start;
 
@@ -153,6 +155,16 @@ like($counts, qr/released=\d+/, 'reservations were released');
 my $locks = $node->safe_psql('postgres', q{
 	SELECT count(*) FROM donatello.budget_ledger WHERE kind = 'adjust'});
 note "limit adjustments: $locks";
+
+# the maintenance worker releases a reservation nobody settles once its ttl is over
+$node->safe_psql('postgres', q{SELECT donatello.set_budget('5e000000-0000-4000-8000-000000000002', 1000000)});
+my $abandoned = $node->safe_psql('postgres', q{
+	SELECT donatello.reserve('5e000000-0000-4000-8000-000000000002', 1, 'abandoned', '1 second')});
+ok($node->poll_query_until('postgres', qq{
+	SELECT status = 'expired' FROM donatello.budget_reservations WHERE id = '$abandoned'}),
+	'the maintenance worker expired an abandoned reservation');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM donatello.budget_check_invariants()'),
+	'0', 'invariants still hold after expiry by the worker');
 
 $node->stop;
 done_testing();
