@@ -80,6 +80,20 @@ OBJS += \
 	bgworker/httpd/httpd_response.o \
 	bgworker/httpd/httpd_openapi.o \
 	bgworker/httpd/httpd_metrics.o
+# department budgets (issue 4)
+OBJS += \
+	src/budget/budget_common.o \
+	src/budget/budget_exact.o \
+	src/budget/budget_alerts.o \
+	src/budget/budget_api.o \
+	src/budget/budget_maintenance.o
+# generation pipeline (issue 8)
+OBJS += \
+	src/generation/generation_settings.o \
+	src/generation/generate.o \
+	src/generation/generation_images.o \
+	src/generation/image_fetch.o \
+	src/generation/generation_recover.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -99,6 +113,8 @@ REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isola
 REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS     += dispatcher
+REGRESS     += budget
+REGRESS     += generation_pipeline
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -21,6 +21,7 @@
 #include "safety/safety.h"
 #include "router/router.h"
 #include "images/images.h"
+#include "generation/generation.h"
 
 PG_MODULE_MAGIC;
 
@@ -71,6 +72,8 @@ _PG_init(void)
 	router_init();
 	image_url_init();
 	dispatcher_init();
+	budget_init();
+	generation_init();
 	httpd_init();				/* bgworker/httpd/httpd_main.c */
 
 	/* after every part: registers the worker only if a part added a task */

@@ -26,6 +26,7 @@
 #define ERRCODE_DN_BUDGET_EXCEEDED		MAKE_SQLSTATE('D','N','B','0','1')
 #define ERRCODE_DN_DEPARTMENT_LOCKED	MAKE_SQLSTATE('D','N','B','0','2')
 #define ERRCODE_DN_RESERVATION_INVALID	MAKE_SQLSTATE('D','N','B','0','3')
+#define ERRCODE_DN_IDEMPOTENCY_CONFLICT	MAKE_SQLSTATE('D','N','B','0','4')
 #define ERRCODE_DN_RATE_LIMITED			MAKE_SQLSTATE('D','N','R','0','1')
 #define ERRCODE_DN_PII_DETECTED			MAKE_SQLSTATE('D','N','S','0','1')
 #define ERRCODE_DN_CONTENT_POLICY		MAKE_SQLSTATE('D','N','S','0','2')
@@ -63,5 +64,6 @@ extern void rbac_invalidate_init(void);
 extern void credentials_init(void);	/* credentials/common.c */
 extern void dispatcher_init(void);	/* bgworker/dispatcher/dispatcher_main.c */
 extern void httpd_init(void);		/* bgworker/httpd/httpd_main.c */
+extern void budget_init(void);		/* budget/budget_maintenance.c */
 
 #endif							/* DONATELLO_H */

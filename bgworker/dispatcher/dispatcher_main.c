@@ -173,6 +173,15 @@ turn_unit(void *arg)
 	{
 		work->claimed = dispatcher_queue_claim(work->max_requests, work->staging);
 		work->next_due_ms = dispatcher_queue_next_due_ms();
+
+		/*
+		 * A claim must be durable before its requests go out: were it lost in
+		 * a crash, its rows would come back 'pending' and be sent again
+		 * without any trace that they were ever in flight.
+		 */
+		if (work->claimed != NIL)
+			(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 	}
 }
 
@@ -250,12 +259,12 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 	donatello_worker_start(WORKER_DISPATCHER);
 
 	/*
-	 * The worker's own commits need not wait for the WAL flush: a claim or an
-	 * outcome lost in a crash leaves its row 'pending' or 'sending', and both
-	 * are sent again after the restart. At-least-once holds; only the window
-	 * for a duplicate grows by the WAL writer's delay.
+	 * Recording outcomes need not wait for the WAL flush: an outcome lost in
+	 * a crash leaves its row 'sending', which is sent again after the restart
+	 * (at-least-once holds). A turn that claims rows commits synchronously
+	 * (see turn_unit), so every row sent before a crash is 'sending' after it.
 	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	if (sodium_init() < 0)
 		elog(ERROR, "could not initialize libsodium");
 	dispatch_curl_start();

@@ -9,7 +9,10 @@
  *				the at-least-once guarantee: a row is only ever 'succeeded'
  *				after its response was recorded.
  *	  claim		due 'pending' rows -> 'sending' (FOR UPDATE SKIP LOCKED),
- *				committed before anything is sent; webhook keys are opened.
+ *				committed before anything is sent; webhook keys are opened,
+ *				and so is the API key of a provider request (outbox.provider_id,
+ *				donatello.provider_auth_header: the only place a provider key
+ *				is opened).
  *				A webhook row whose endpoint is disabled by then (emit_event
  *				committed after disable_webhook_endpoint cancelled what it
  *				could see) becomes 'cancelled' instead.
@@ -57,9 +60,12 @@ static const char *const claim_sql =
 "  FROM due LEFT JOIN donatello.webhook_endpoints e ON e.org_id = due.org_id AND e.id = due.endpoint_id"
 " WHERE o.org_id = due.org_id AND o.id = due.id "
 "RETURNING o.org_id, o.id, o.kind, o.endpoint_id, o.method, o.url,"
-"  CASE WHEN o.headers_sealed IS NOT NULL THEN ARRAY("
+"  CASE WHEN o.headers_sealed IS NOT NULL OR o.provider_id IS NOT NULL THEN ARRAY("
 "    SELECT h.key || ': ' || h.value FROM pg_catalog.jsonb_each_text(pg_catalog.convert_from("
-"      donatello.secret_open('outbox_headers', o.id, o.headers_sealed), 'UTF8')::jsonb) h) END,"
+"      donatello.secret_open('outbox_headers', o.id, o.headers_sealed), 'UTF8')::jsonb) h"
+"     WHERE o.headers_sealed IS NOT NULL"
+"    UNION ALL"
+"    SELECT a FROM donatello.provider_auth_header(o.provider_id, o.url) a WHERE a IS NOT NULL) END,"
 "  o.body, o.attempt_count, o.round_attempts, o.max_attempts, o.schedule_ms, o.retry_on, o.timeout_ms,"
 "  e.secret_sealed,"
 "  CASE WHEN e.previous_secret_expires_at > pg_catalog.now() THEN e.previous_secret_sealed END,"

@@ -72,6 +72,7 @@ CREATE TABLE donatello.outbox (
     hook_role        text,          -- the role that queued the request (names survive dump and restore)
     hook_state       text CHECK (hook_state IN ('pending', 'done', 'failed')),
     hook_error       text,
+    provider_id      uuid,          -- an image provider whose API key the dispatcher adds when sending (docs/generation.md)
     state            text NOT NULL DEFAULT 'pending'
                      CHECK (state IN ('pending', 'sending', 'succeeded', 'failed', 'cancelled')),
     attempt_count    integer NOT NULL DEFAULT 0,
@@ -89,7 +90,8 @@ CREATE TABLE donatello.outbox (
     FOREIGN KEY (org_id, endpoint_id) REFERENCES donatello.webhook_endpoints (org_id, id) ON DELETE CASCADE,
     FOREIGN KEY (org_id, event_id) REFERENCES donatello.events (org_id, id) ON DELETE CASCADE,
     CHECK ((kind = 'webhook') = (endpoint_id IS NOT NULL AND event_id IS NOT NULL)),
-    CHECK ((hook IS NULL) = (hook_role IS NULL))
+    CHECK ((hook IS NULL) = (hook_role IS NULL)),
+    CHECK (provider_id IS NULL OR kind = 'http')
 );
 -- Every delivery updates its row twice (claim, outcome), and a change of state
 -- rules out HOT updates: each index here is written on every update, so there
@@ -179,7 +181,7 @@ GRANT SELECT (id, org_id, kind, endpoint_id, event_id, event_type, method, url, 
               last_status, last_error)
     ON donatello.outbox TO donatello_user;
 GRANT SELECT (id, org_id, kind, endpoint_id, event_id, event_type, method, url, body, max_attempts,
-              schedule_ms, retry_on, timeout_ms, hook, hook_state, hook_error, state, attempt_count,
+              schedule_ms, retry_on, timeout_ms, hook, hook_state, provider_id, hook_error, state, attempt_count,
               round_attempts, next_attempt_at, created_at, claimed_at, completed_at, last_status,
               last_error, response_status, response_headers, response_body)
     ON donatello.outbox TO donatello_service;

@@ -16,6 +16,9 @@
  *					headers jsonb, body bytea, error text), called once in a
  *					new transaction when the request succeeded or gave up
  *	  org_id		the organization (default: the current principal's)
+ *	  provider_id	an image provider (donatello.providers): the dispatcher
+ *					adds its API key as it sends, and only to a URL under the
+ *					provider's base URL (generation, docs/generation.md)
  *
  * Headers may carry provider credentials: they are stored sealed
  * (donatello.secret_seal, purpose 'outbox_headers', the request's id) and
@@ -57,6 +60,8 @@ typedef struct HttpPolicy
 	Oid			hook;
 	bool		has_org;
 	pg_uuid_t	org_id;
+	bool		has_provider;
+	pg_uuid_t	provider_id;
 } HttpPolicy;
 
 /* DNV01 about the policy, naming the key. */
@@ -66,7 +71,7 @@ policy_error(const char *key, const char *detail)
 	ereport(ERROR,
 			(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 			 errmsg("invalid http_enqueue policy \"%s\": %s", key, detail),
-			 errhint("Known keys: max_attempts, backoff, retry_on, timeout_ms, hook, org_id (docs/webhooks.md).")));
+			 errhint("Known keys: max_attempts, backoff, retry_on, timeout_ms, hook, org_id, provider_id (docs/webhooks.md).")));
 }
 
 /* The integer value of a numeric policy entry within [min, max]. */
@@ -217,6 +222,11 @@ parse_policy(Jsonb *policy, HttpPolicy *p)
 				p->org_id = *DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(policy_string(key, &v))));
 				p->has_org = true;
 			}
+			else if (strcmp(key, "provider_id") == 0)
+			{
+				p->provider_id = *DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(policy_string(key, &v))));
+				p->has_provider = true;
+			}
 			else
 				policy_error(key, "unknown key");
 		}
@@ -250,7 +260,7 @@ is_http_token(const char *s, int len)
 
 /* Validate the headers object: string values, token names, no line breaks. */
 static void
-check_headers(Jsonb *headers)
+check_headers(Jsonb *headers, bool has_provider)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -271,6 +281,11 @@ check_headers(Jsonb *headers)
 				ereport(ERROR,
 						(errcode(ERRCODE_DN_INVALID_ARGUMENT),
 						 errmsg("invalid HTTP header name \"%s\"", name)));
+			if (has_provider && pg_strcasecmp(name, "authorization") == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+						 errmsg("an http_enqueue request with a provider_id must not set the authorization header"),
+						 errhint("The dispatcher adds the provider's API key itself.")));
 		}
 		else if (tok == WJB_VALUE)
 		{
@@ -282,6 +297,34 @@ check_headers(Jsonb *headers)
 						 errmsg("HTTP header \"%s\" must be a string without line breaks", name)));
 		}
 	}
+}
+
+/*
+ * DNV02 for an unknown provider; DNV01 unless url lies under the provider's
+ * base URL (its key is never sent anywhere else). SPI connected.
+ */
+static void
+check_provider_url(const pg_uuid_t *provider_id, const char *url)
+{
+	Oid			type = UUIDOID;
+	Datum		arg = UUIDPGetDatum(provider_id);
+	char	   *base_url;
+	size_t		len;
+
+	if (SPI_execute_with_args("SELECT p.base_url FROM donatello.providers p WHERE p.id = $1",
+							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the provider of a request");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_NOT_FOUND),
+				 errmsg("provider %s does not exist", dispatch_uuid_text(provider_id))));
+	base_url = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	len = strlen(base_url);
+	if (strncmp(url, base_url, len) != 0 || url[len] != '/')
+		ereport(ERROR,
+				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
+				 errmsg("request URL is not under the base URL of provider %s", dispatch_uuid_text(provider_id)),
+				 errdetail("The provider's API key is only ever sent to URLs that start with its base URL and \"/\".")));
 }
 
 /* Upper-cased method, if it is one the dispatcher sends. */
@@ -322,10 +365,11 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 {
 	enum
 	{
-		ID, ORG, METHOD, URL, HEADERS, BODY, MAX_ATTEMPTS, SCHEDULE, RETRY_ON, TIMEOUT, HOOK, ROLE, NARGS
+		ID, ORG, METHOD, URL, HEADERS, BODY, MAX_ATTEMPTS, SCHEDULE, RETRY_ON, TIMEOUT, HOOK, ROLE, PROVIDER,
+		NARGS
 	};
 	Oid			types[NARGS] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID, BYTEAOID, INT4OID,
-	INT4ARRAYOID, TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID};
+	INT4ARRAYOID, TEXTARRAYOID, INT4OID, TEXTOID, TEXTOID, UUIDOID};
 	Datum		values[NARGS];
 	char		nulls[NARGS];
 	HttpPolicy	policy;
@@ -344,9 +388,9 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 	method = check_method(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	url = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	dispatch_check_url("request", url, NULL);
-	if (headers != NULL)
-		check_headers(headers);
 	parse_policy(PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4), &policy);
+	if (headers != NULL)
+		check_headers(headers, policy.has_provider);
 	if (!policy.has_org && !donatello_claims_org_id(&policy.org_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_DN_INVALID_ARGUMENT),
@@ -376,11 +420,15 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 		values[ROLE] = CStringGetTextDatum(GetUserNameFromId(GetUserId(), false));
 	}
 	nulls[HOOK] = nulls[ROLE] = OidIsValid(policy.hook) ? ' ' : 'n';
+	values[PROVIDER] = UUIDPGetDatum(&policy.provider_id);
+	nulls[PROVIDER] = policy.has_provider ? ' ' : 'n';
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	donatello_begin_as_owner(&saved);
 	dispatch_check_organization(&policy.org_id);
+	if (policy.has_provider)
+		check_provider_url(&policy.provider_id, url);
 	nulls[HEADERS] = 'n';
 	if (headers != NULL && JB_ROOT_COUNT(headers) > 0)
 	{
@@ -391,8 +439,8 @@ donatello_http_enqueue(PG_FUNCTION_ARGS)
 		memset(text, 0, strlen(text));
 	}
 	dispatch_spi_exec("INSERT INTO donatello.outbox (id, org_id, kind, method, url, headers_sealed, body,"
-					  "  max_attempts, schedule_ms, retry_on, timeout_ms, hook, hook_role)"
-					  " VALUES ($1, $2, 'http', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+					  "  max_attempts, schedule_ms, retry_on, timeout_ms, hook, hook_role, provider_id)"
+					  " VALUES ($1, $2, 'http', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
 					  NARGS, types, values, nulls, SPI_OK_INSERT);
 	donatello_end_as_owner(&saved);
 	SPI_finish();

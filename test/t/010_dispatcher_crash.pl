@@ -15,7 +15,6 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 my $events = 5000;
-my $receiver_port = 18650;
 my $root = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
 my $receiver_script = "$root/test/client/lib/webhook-receiver.mjs";
 plan skip_all => 'node and test/client/node_modules are needed (make deps)'
@@ -33,15 +32,18 @@ donatello.dispatcher_max_in_flight = 64
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION donatello');
 my $org = $node->safe_psql('postgres', "SELECT donatello.create_organization('Crash test', 'crash')");
-my $secret = $node->safe_psql('postgres',
-	"SELECT donatello.create_webhook_endpoint('$org', 'http://127.0.0.1:$receiver_port/hook', '{crash.*}') ->> 'secret'");
+# The receiver listens on a free port, known once it runs; the endpoint is
+# created first (for its secret) and pointed at the receiver afterwards.
+my $endpoint = $node->safe_psql('postgres',
+	"SELECT donatello.create_webhook_endpoint('$org', 'http://127.0.0.1:9/hook', '{crash.*}')");
+my $secret = $node->safe_psql('postgres', "SELECT '$endpoint'::jsonb ->> 'secret'");
 like($secret, qr/^whsec_/, 'endpoint created');
 
 # The receiver answers 25 ms late, so that many deliveries are in flight at once.
 my $ids_file = PostgreSQL::Test::Utils::tempdir() . '/received.txt';
 my ($out, $err) = ('', '');
 my $receiver = IPC::Run::start(
-	[ 'node', $receiver_script, '--port', $receiver_port, '--secret', $secret, '--quiet',
+	[ 'node', $receiver_script, '--port', '0', '--secret', $secret, '--quiet',
 	  '--ids', $ids_file, '--delay-ms', '25' ],
 	'>', \$out, '2>', \$err);
 for (1 .. 100)
@@ -51,6 +53,9 @@ for (1 .. 100)
 	usleep(100_000);
 }
 like($out, qr/listening/, 'receiver listening');
+my ($receiver_port) = $out =~ /"listening":(\d+)/;
+$node->safe_psql('postgres',
+	"UPDATE donatello.webhook_endpoints SET url = 'http://127.0.0.1:$receiver_port/hook' WHERE id = ('$endpoint'::jsonb ->> 'id')::uuid");
 
 # Read the receiver's log: webhook-id => number of verified receipts.
 sub received

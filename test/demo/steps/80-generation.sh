@@ -1,4 +1,4 @@
-# Step group: generation, the parts that exist so far (issue 8): safety checks,
+# Step group: generation's building blocks (issue 8): safety checks,
 # providers and models, routing, circuit breakers, PNG headers, signed image
 # URLs, and the mock provider. Uses the psql variables :'org', :'design',
 # :'marketing', :'bob' and :'other_org' remembered by the earlier steps.
@@ -104,4 +104,4 @@ run_sql "SELECT donatello.verify_image_url('6f1c2c1e-0000-4000-8000-000000000001
 kill "$MOCK_PID" 2>/dev/null || true
 wait "$MOCK_PID" 2>/dev/null || true
 eval "${PREV_EXIT_TRAP:-trap - EXIT}"
-say "Not yet part of the demo: generate(), the worker, budgets and webhooks (docs/generation.md)."
+say "Next: the whole pipeline, from generate() to the image (step group 85)."
