@@ -68,6 +68,18 @@ OBJS += \
 	src/dispatch/dispatch_common.o \
 	src/dispatch/webhooks.o \
 	src/dispatch/http_enqueue.o
+# HTTP layer (issue 7)
+OBJS += \
+	bgworker/httpd/httpd_main.o \
+	bgworker/httpd/httpd_request.o \
+	bgworker/httpd/httpd_auth.o \
+	bgworker/httpd/httpd_parse.o \
+	bgworker/httpd/httpd_query.o \
+	bgworker/httpd/httpd_relation.o \
+	bgworker/httpd/httpd_rpc.o \
+	bgworker/httpd/httpd_response.o \
+	bgworker/httpd/httpd_openapi.o \
+	bgworker/httpd/httpd_metrics.o
 # department budgets (issue 4)
 OBJS += \
 	src/budget/budget_common.o \

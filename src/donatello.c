@@ -74,6 +74,7 @@ _PG_init(void)
 	dispatcher_init();
 	budget_init();
 	generation_init();
+	httpd_init();				/* bgworker/httpd/httpd_main.c */
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();

@@ -63,6 +63,7 @@ extern void rbac_cache_init(void);
 extern void rbac_invalidate_init(void);
 extern void credentials_init(void);	/* credentials/common.c */
 extern void dispatcher_init(void);	/* bgworker/dispatcher/dispatcher_main.c */
+extern void httpd_init(void);		/* bgworker/httpd/httpd_main.c */
 extern void budget_init(void);		/* budget/budget_maintenance.c */
 
 #endif							/* DONATELLO_H */
