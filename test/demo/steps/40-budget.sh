@@ -25,7 +25,7 @@ run_sql "SELECT type, payload ->> 'threshold' AS threshold, payload ->> 'spent' 
 expect_error DNB03 "SELECT donatello.settle(:'gen1', 28.40);"
 
 step "Bob manages Design and may read its budget over the HTTP API; Erin, who holds no role, may not"
-remember ERIN "$(sql_value "SELECT donatello.create_user(:'org', 'erin@acme.test', 'Erin')")"
+remember ERIN "$(sql_value "SELECT donatello.create_user(:'org', 'erin@acme.test', 'Erin', :'marketing')")"
 as_principal bob org "SELECT \"limit\", spent, available, locked FROM donatello_api.budget_status(:'design');"
 expect_error DNP01 "SET ROLE donatello_user;
 SELECT set_config('request.jwt.claims', json_build_object('sub', :'erin', 'org', :'org')::text, false) IS NULL;

@@ -43,11 +43,11 @@ SELECT set_config('request.jwt.claims', json_build_object('sub', :'$1', 'org', :
 $3" | tail -1
 }
 
-step "Budgets: Design may spend 5.00 this month, Marketing 0.05 (hard limits)"
-do_sql "SELECT donatello.set_budget(:'design', 5.00, 'hard');
+step "Budgets: Design gets 5.00 more room this month, Marketing may spend 0.05 (hard limits)"
+say "Raising Design's limit above what it has spent also unlocks it (it hit its limit earlier):"
+do_sql "SELECT donatello.set_budget(:'design', (SELECT spent + 5.00 FROM donatello.budget_status(:'design')), 'hard');
 SELECT donatello.set_budget(:'marketing', 0.05, 'hard');"
-say "Erin joins Marketing as a member (Carol was deactivated earlier):"
-remember ERIN "$(sql_value "SELECT donatello.create_user(:'org', 'erin@acme.test', 'Erin', :'marketing')")"
+say "Erin (Marketing) becomes a member, so she may ask for generations:"
 do_sql "SELECT donatello.grant_role(:'erin', 'member');"
 run_sql "SELECT d.name AS department, b.\"limit\", b.spent, b.reserved, b.available
   FROM donatello.departments d, donatello.budget_status(d.id) b
