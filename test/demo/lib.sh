@@ -69,3 +69,31 @@ as_principal() {
 SELECT set_config('request.jwt.claims', json_build_object('sub', :'$1', 'org', :'$2', 'role', 'donatello_user')::text, false) IS NOT NULL AS authenticated;
 $3"
 }
+
+# http METHOD PATH [curl args...]: show the request (tokens and keys of the
+# demo shown by name), run it with curl, show the body and the status
+http() {
+	local method=$1 path=$2 shown
+	shift 2
+	shown="$*"
+	[ -n "${ACCESS:-}" ] && shown=${shown//$ACCESS/\$ACCESS}
+	[ -n "${HTTP_KEY:-}" ] && shown=${shown//$HTTP_KEY/\$KEY}
+	[ -n "${ERIN_KEY:-}" ] && shown=${shown//$ERIN_KEY/\$ERIN_KEY}
+	printf '%s  $ curl -X %s %s%s %s%s\n' "$DIM" "$method" "\$DONATELLO_HTTP_URL" "$path" "$shown" "$RESET"
+	curl -sS -X "$method" "$DONATELLO_HTTP_URL$path" -w '\n  (HTTP %{http_code})\n' "$@" | sed 's/^/  /'
+}
+
+# expect_http STATUS METHOD PATH [curl args...]: like http, for a request that
+# must answer STATUS (stops the demo otherwise)
+expect_http() {
+	local want=$1 out got
+	shift
+	out=$(http "$@")
+	printf '%s\n' "$out"
+	got=$(sed -n 's/^ *(HTTP \([0-9]*\))$/\1/p' <<<"$out" | tail -1)
+	if [ "$got" != "$want" ]; then
+		echo "  demo: expected HTTP $want, got ${got:-none}" >&2
+		exit 1
+	fi
+	printf '  -> answered %s, as expected\n' "$got"
+}

@@ -2,17 +2,6 @@
 # HTTP itself, from its background workers. Uses ORG and BOB (password set in
 # 20-credentials.sh; Bob has no TOTP) from the earlier steps.
 
-# http METHOD PATH [curl args...]: show the request, run it with curl, show status and body
-http() {
-	local method=$1 path=$2 shown
-	shift 2
-	shown="$*"
-	[ -n "${ACCESS:-}" ] && shown=${shown//$ACCESS/\$ACCESS}
-	[ -n "${HTTP_KEY:-}" ] && shown=${shown//$HTTP_KEY/\$KEY}
-	printf '%s  $ curl -X %s %s%s %s%s\n' "$DIM" "$method" "\$DONATELLO_HTTP_URL" "$path" "$shown" "$RESET"
-	curl -sS -X "$method" "$DONATELLO_HTTP_URL$path" -w '\n  (HTTP %{http_code})\n' "$@" | sed 's/^/  /'
-}
-
 step "HTTP: the extension serves HTTP itself (donatello.http_port, $(psql -XAtc 'SHOW donatello.http_workers') workers)"
 http GET /health
 say "Anonymous callers get what donatello_anon may see; the views need a principal:"

@@ -1,4 +1,4 @@
-# Step group: the generation pipeline end to end (issue 8), at SQL level:
+# Step group: the generation pipeline end to end (issue 8), requested over HTTP:
 # budgets for two departments, a generation by Bob (Design) whose first model
 # fails so the job falls back to the next, the image written to ./tmp/demo/,
 # the budget settled at the actual cost, the generation.completed webhook
@@ -34,13 +34,6 @@ pipeline_demo_until() {
 	done
 	echo "  demo: timed out waiting for $2 from: $1" >&2
 	exit 1
-}
-
-# as_principal_value USER ORG "SQL": the last line SQL prints as that principal
-as_principal_value() {
-	sql_value "SET ROLE donatello_user;
-SELECT set_config('request.jwt.claims', json_build_object('sub', :'$1', 'org', :'$2', 'role', 'donatello_user')::text, false) IS NULL;
-$3" | tail -1
 }
 
 step "Budgets: Design gets 5.00 more room this month, Marketing may spend 0.05 (hard limits)"
@@ -89,9 +82,13 @@ console.log("listening");
 ') >"$PIPE_LISTEN_LOG" 2>&1 &
 PIPE_PIDS+=($!)
 until grep -q listening "$PIPE_LISTEN_LOG"; do sleep 0.1; done
-printf '%s  sql> SET ROLE donatello_user; -- claims of Bob, as the HTTP layer sets them%s\n' "$DIM" "$RESET"
-printf "%s  sql> SELECT donatello_api.generate('a lighthouse at night, oil painting', '{\"size\": \"1024x1024\"}');%s\n" "$DIM" "$RESET"
-remember JOB "$(as_principal_value bob org "SELECT donatello_api.generate('a lighthouse at night, oil painting', '{\"size\": \"1024x1024\"}');")"
+say "Over HTTP, with the access token Bob got from POST /rpc/login (step group 70):"
+GEN_BODY='{"prompt": "a lighthouse at night, oil painting", "settings": {"size": "1024x1024"}}'
+printf '%s  $ curl -X POST $DONATELLO_HTTP_URL/rpc/generate -H "Authorization: Bearer $ACCESS" -d '"'"'%s'"'"'%s\n' "$DIM" "$GEN_BODY" "$RESET"
+GEN_OUT=$(curl -sS -X POST "$DONATELLO_HTTP_URL/rpc/generate" -H "Authorization: Bearer $ACCESS" \
+	-H 'Content-Type: application/json' -d "$GEN_BODY" -w '\n%{http_code}')
+say "  $(head -1 <<<"$GEN_OUT")  (HTTP $(tail -1 <<<"$GEN_OUT"))"
+remember JOB "$(head -1 <<<"$GEN_OUT" | tr -d '"')"
 say "  job $JOB"
 as_principal bob org "SELECT s->>'status' AS status, s->'estimated_cost' AS estimated_cost,
        s->'ranking'->'candidates'->0->>'model' AS first_choice
@@ -123,12 +120,13 @@ IMAGE_URL=$(sql_value "SELECT donatello.generation_status(:'job')->'images'->0->
 IMAGE_ID=$(sed -n 's|^/images/\([^?]*\)?.*|\1|p' <<<"$IMAGE_URL")
 IMAGE_EXP=$(sed -n 's/.*exp=\([0-9]*\).*/\1/p' <<<"$IMAGE_URL")
 IMAGE_SIG=$(sed -n 's/.*sig=\(.*\)$/\1/p' <<<"$IMAGE_URL")
-say "  GET $IMAGE_URL"
-printf '%s  sql> SELECT content_type, etag, body FROM donatello.image_fetch(id, exp, sig);   -- what that route serves%s\n' "$DIM" "$RESET"
-sql_value "SELECT encode(body, 'base64') FROM donatello.image_fetch('$IMAGE_ID', $IMAGE_EXP, '$IMAGE_SIG')" | base64 -d >"$DEMO_DIR/lighthouse.png"
+say "The HTTP layer serves it (the URL is signed and expires; its ETag is the content hash):"
+printf '%s  $ curl $DONATELLO_HTTP_URL%s%s\n' "$DIM" "$IMAGE_URL" "$RESET"
+curl -fsS -D "$DEMO_DIR/lighthouse.headers" -o "$DEMO_DIR/lighthouse.png" "$DONATELLO_HTTP_URL$IMAGE_URL"
+grep -iE '^(HTTP/|content-type|etag|cache-control)' "$DEMO_DIR/lighthouse.headers" | tr -d '\r' | sed 's/^/  /'
 say "  wrote $DEMO_DIR/lighthouse.png: $(file -b "$DEMO_DIR/lighthouse.png" 2>/dev/null || echo PNG), sha256 $(sha256sum "$DEMO_DIR/lighthouse.png" | cut -c1-16)…"
-say "A tampered signature is refused:"
-expect_error DNP01 "SELECT content_type FROM donatello.image_fetch('$IMAGE_ID', $IMAGE_EXP + 3600, '$IMAGE_SIG');"
+say "A URL whose expiry was pushed back no longer matches its signature:"
+expect_http 403 GET "/images/$IMAGE_ID?exp=$((IMAGE_EXP + 3600))&sig=$IMAGE_SIG"
 
 step "The budget is settled at the actual cost (the model that answered), nothing stays reserved"
 run_sql "SELECT s->'estimated_cost' AS reserved_for, s->'actual_cost' AS actual_cost, s->'model'->>'model' AS model
@@ -147,15 +145,14 @@ let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
 });'
 
 step "A prompt with a credit card number is refused before anything is reserved (403, DNS01)"
-expect_error DNS01 "SET ROLE donatello_user;
-SELECT set_config('request.jwt.claims', json_build_object('sub', :'bob', 'org', :'org')::text, false) IS NOT NULL AS signed_in;
-SELECT donatello_api.generate('a birthday card for my card 4111 1111 1111 1111, exp 12/29');"
+expect_http 403 POST /rpc/generate -H "Authorization: Bearer $ACCESS" -H 'Content-Type: application/json' \
+	-d '{"prompt": "a birthday card for my card 4111 1111 1111 1111, exp 12/29"}'
 
 step "Marketing's budget cannot pay for a request: refused (402, DNB01)"
-say "Erin (Marketing, cost first) asks; the job could fall back to mock-premium (0.08), more than Marketing has:"
-expect_error DNB01 "SET ROLE donatello_user;
-SELECT set_config('request.jwt.claims', json_build_object('sub', :'erin', 'org', :'org')::text, false) IS NOT NULL AS signed_in;
-SELECT donatello_api.generate('a spring sale poster with tulips');"
+say "Erin (Marketing, cost first) calls with an API key of hers; the job could fall back to mock-premium (0.08), more than Marketing has:"
+ERIN_KEY=$(sql_value "SELECT donatello.create_api_key(:'erin', 'erin over http', '{*}') ->> 'key'")
+expect_http 402 POST /rpc/generate -H "X-API-Key: $ERIN_KEY" -H 'Content-Type: application/json' \
+	-d '{"prompt": "a spring sale poster with tulips"}'
 run_sql "SELECT d.name AS department, b.\"limit\", b.spent, b.reserved, b.available
   FROM donatello.departments d, donatello.budget_status(d.id) b
  WHERE d.org_id = :'org' ORDER BY 1;
