@@ -68,6 +68,14 @@ OBJS += \
 	src/dispatch/dispatch_common.o \
 	src/dispatch/webhooks.o \
 	src/dispatch/http_enqueue.o
+# audit trail (issue 5)
+OBJS += \
+	src/audit/audit_record.o \
+	src/audit/audit_trigger.o \
+	src/audit/audit_event.o \
+	src/audit/audit_seal.o \
+	src/audit/audit_verify.o \
+	src/audit/audit_purge.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -87,6 +95,7 @@ REGRESS      = install secrets tenancy import_users rbac rbac_cache tenant_isola
 REGRESS     += credentials_totp credentials_login credentials_apikeys credentials_jwt
 REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS     += dispatcher
+REGRESS     += audit audit_tamper
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -21,6 +21,7 @@
 #include "safety/safety.h"
 #include "router/router.h"
 #include "images/images.h"
+#include "audit/audit.h"
 
 PG_MODULE_MAGIC;
 
@@ -71,6 +72,7 @@ _PG_init(void)
 	router_init();
 	image_url_init();
 	dispatcher_init();
+	audit_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();
