@@ -139,10 +139,11 @@ BEGIN
                    'FOR EACH STATEMENT EXECUTE FUNCTION donatello.audit_guard()', part);
     EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER audit_log_no_truncate', part);
     EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER audit_log_append_only', part);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', part);
 END
 $$;
 COMMENT ON FUNCTION donatello.audit_protect_partition(regclass) IS
-    'give a partition of audit_log its TRUNCATE guard and make its row guard fire always';
+    'give a partition of audit_log its TRUNCATE guard, make its row guard fire always, enable row-level security';
 SELECT donatello.audit_protect_partition('donatello.audit_log_default');
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON donatello.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION donatello.audit_guard();
@@ -202,13 +203,16 @@ CREATE FUNCTION donatello.disable_audit(tbl regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'donatello_disable_audit';
 COMMENT ON FUNCTION donatello.disable_audit(regclass) IS 'stop auditing a table (removes its audit triggers)';
 
--- Tables audited now, with their settings (read from the triggers).
+-- Tables audited now, with their settings (read from the triggers' arguments).
 CREATE VIEW donatello.audited_tables AS
     SELECT t.tgrelid::regclass AS table_name,
-           coalesce(string_to_array(nullif(encode(t.tgargs, 'escape'), ''), E'\\000'), '{}') AS trigger_arguments
-      FROM pg_catalog.pg_trigger t
+           ARRAY(SELECT substr(a, 9) FROM unnest(x.args) AS a WHERE a LIKE 'exclude=%') AS exclude_columns,
+           ARRAY(SELECT substr(a, 6) FROM unnest(x.args) AS a WHERE a LIKE 'mask=%') AS mask_columns
+      FROM pg_catalog.pg_trigger t,
+           LATERAL (SELECT pg_catalog.array_remove(pg_catalog.string_to_array(
+                        pg_catalog.encode(t.tgargs, 'escape'), '\000'), '') AS args) x
      WHERE t.tgname = 'donatello_audit' AND NOT t.tgisinternal;
-COMMENT ON VIEW donatello.audited_tables IS 'tables with donatello''s audit triggers and their trigger arguments';
+COMMENT ON VIEW donatello.audited_tables IS 'tables with donatello''s audit triggers, their excluded and masked columns';
 
 CREATE FUNCTION donatello.audit_event(action text, resource_type text, resource_id text,
                                       details jsonb DEFAULT '{}')
@@ -297,10 +301,7 @@ CREATE FUNCTION donatello_api.audit_events(
         actor uuid DEFAULT NULL, action text DEFAULT NULL,
         resource_type text DEFAULT NULL, resource_id text DEFAULT NULL,
         max_rows integer DEFAULT 1000)
-    RETURNS TABLE (id bigint, logged_at timestamptz, org_id uuid, department_id uuid,
-                   user_id uuid, api_key_id uuid, db_role text, request_id text, client_ip text,
-                   user_agent text, action text, table_name text, resource_type text,
-                   resource_id text, txid bigint, old_data jsonb, new_data jsonb, details jsonb)
+    RETURNS SETOF donatello.audit_log
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -327,9 +328,7 @@ BEGIN
             HINT = 'Ask an organization admin for the auditor role.';
     END IF;
     RETURN QUERY
-    SELECT r.id, r.logged_at, r.org_id, r.department_id, r.user_id, r.api_key_id, r.db_role,
-           r.request_id, r.client_ip, r.user_agent, r.action, r.table_name, r.resource_type,
-           r.resource_id, r.txid, r.old_data, r.new_data, r.details
+    SELECT r.*
       FROM donatello.audit_log r
      WHERE r.org_id = my_org
        AND (whole_org OR (r.department_id IS NOT NULL

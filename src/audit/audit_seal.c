@@ -380,7 +380,7 @@ audit_init(void)
 	DefineCustomIntVariable("donatello.audit_retention",
 							"How long audit records are kept before audit_purge may drop their month.",
 							"Whole months are dropped, once all of a month is older than this.",
-							&audit_retention_minutes, 2557 * 24 * 60, 24 * 60, INT_MAX,
+							&audit_retention_minutes, 2557 * 24 * 60, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
 	maintenance_register_task("seal the audit trail", &audit_seal_interval_ms, audit_seal_task);
 }

@@ -628,8 +628,21 @@ append_column_args(StringInfo args, Oid relid, ArrayType *columns, const char *p
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of relation \"%s\" does not exist", col, get_rel_name(relid)),
 					 errhint("Name the columns to exclude or mask as they are spelled in the table.")));
-		appendStringInfo(args, ", %s", quote_literal_cstr(psprintf("%s%s", prefix, col)));
+		appendStringInfo(args, "%s%s", args->len > 0 ? ", " : "",
+						 quote_literal_cstr(psprintf("%s%s", prefix, col)));
 	}
+}
+
+static void run_ddl(const char *sql);
+
+/* Drop donatello's audit triggers of a table, if it has them. */
+static void
+drop_audit_triggers(Oid relid, const char *qualified)
+{
+	if (OidIsValid(get_trigger_oid(relid, ROW_TRIGGER_NAME, true)))
+		run_ddl(psprintf("DROP TRIGGER %s ON %s", ROW_TRIGGER_NAME, qualified));
+	if (OidIsValid(get_trigger_oid(relid, TRUNCATE_TRIGGER_NAME, true)))
+		run_ddl(psprintf("DROP TRIGGER %s ON %s", TRUNCATE_TRIGGER_NAME, qualified));
 }
 
 /* Run one utility statement through SPI. */
@@ -657,7 +670,6 @@ donatello_enable_audit(PG_FUNCTION_ARGS)
 	qualified = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 										   get_rel_name(relid));
 	initStringInfo(&args);
-	appendStringInfoString(&args, "'v1'");
 	if (!PG_ARGISNULL(1))
 		append_column_args(&args, relid, PG_GETARG_ARRAYTYPE_P(1), "exclude=");
 	if (!PG_ARGISNULL(2))
@@ -665,8 +677,7 @@ donatello_enable_audit(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in enable_audit");
-	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s", ROW_TRIGGER_NAME, qualified));
-	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s", TRUNCATE_TRIGGER_NAME, qualified));
+	drop_audit_triggers(relid, qualified);
 	run_ddl(psprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW "
 					 "EXECUTE FUNCTION donatello.audit_trigger(%s)", ROW_TRIGGER_NAME, qualified, args.data));
 	run_ddl(psprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT "
@@ -691,8 +702,7 @@ donatello_disable_audit(PG_FUNCTION_ARGS)
 										   get_rel_name(relid));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed in disable_audit");
-	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s", ROW_TRIGGER_NAME, qualified));
-	run_ddl(psprintf("DROP TRIGGER IF EXISTS %s ON %s", TRUNCATE_TRIGGER_NAME, qualified));
+	drop_audit_triggers(relid, qualified);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
