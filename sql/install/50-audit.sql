@@ -164,7 +164,10 @@ DECLARE
 BEGIN
     FOR i IN 0 .. months - 1 LOOP
         part := 'audit_log_' || to_char(m AT TIME ZONE 'UTC', 'YYYYMM');
-        IF to_regclass('donatello.' || part) IS NULL THEN
+        -- a month whose records already went to the default partition keeps them there
+        IF to_regclass('donatello.' || part) IS NULL AND NOT EXISTS (
+               SELECT FROM donatello.audit_log_default d
+                WHERE d.logged_at >= m AND d.logged_at < (m AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC') THEN
             EXECUTE format('CREATE TABLE donatello.%I PARTITION OF donatello.audit_log '
                            'FOR VALUES FROM (%L) TO (%L)',
                            part, m, (m AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC');

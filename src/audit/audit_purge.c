@@ -111,6 +111,15 @@ donatello_audit_purge(PG_FUNCTION_ARGS)
 		audit_internal_write = AUDIT_WRITE_PURGE;
 		PG_TRY();
 		{
+			/* partitions made by CREATE EXTENSION belong to it: release them first */
+			if (SPI_execute(psprintf("SELECT FROM pg_catalog.pg_depend WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+									 " AND objid = 'donatello.%s'::pg_catalog.regclass AND deptype = 'e'",
+									 quote_identifier(part)), true, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not read the dependencies of %s", part);
+			if (SPI_processed > 0 &&
+				SPI_execute(psprintf("ALTER EXTENSION donatello DROP TABLE donatello.%s", quote_identifier(part)),
+							false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not release %s from the extension", part);
 			if (SPI_execute(psprintf("DROP TABLE donatello.%s", quote_identifier(part)), false, 0) != SPI_OK_UTILITY)
 				elog(ERROR, "could not drop %s", part);
 			args[0] = CStringGetTextDatum(part);
