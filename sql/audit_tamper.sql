@@ -9,7 +9,7 @@ SELECT donatello.create_department(:'org', 'Ink') AS ink \gset
 SELECT donatello.create_user(:'org', 'one@tamper.test', 'One', :'ink') AS one \gset
 SELECT donatello.create_user(:'org', 'two@tamper.test', 'Two', :'ink') AS two \gset
 SELECT donatello.grant_role(:'one', 'auditor');
-SELECT donatello.audit_event('tamper.test', 'thing', '1');
+SELECT donatello.audit_event('tamper.test', 'thing', '1') > 0 AS written;
 SELECT donatello.audit_seal() > 0 AS sealed;
 
 SELECT intact, records_checked > 10 AS checked, blocks_checked > 0 AS blocks, first_bad_record, reason

@@ -23,7 +23,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "catalog/namespace.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -48,6 +51,8 @@ typedef struct RequestContext
 
 static RequestContext request_context = {0};
 static SPIPlanPtr insert_plan = NULL;
+static int	insert_plan_month = 0;
+static Oid	insert_plan_relid = InvalidOid;
 static Oid	cached_role = InvalidOid;
 static char *cached_role_name = NULL;
 
@@ -318,30 +323,57 @@ audit_record_hash(const AuditRecord *rec, uint8 *out)
 
 #define INSERT_NARGS 18
 
-/* The saved plan of the insert (prepared once per backend). */
+/*
+ * The saved plan of the insert for the record's time. Inserting into the
+ * month's partition directly spares the executor the partition routing it
+ * would otherwise set up for every statement; the plan is kept per backend
+ * for the current month. Without that month's partition (the maintenance
+ * worker creates them ahead), the plan targets audit_log and the record goes
+ * to the default partition.
+ */
 static SPIPlanPtr
-audit_insert_plan(void)
+audit_insert_plan(TimestampTz logged_at)
 {
 	static const Oid types[INSERT_NARGS] = {
 		TIMESTAMPTZOID, UUIDOID, UUIDOID, UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, JSONBOID, JSONBOID, JSONBOID, BYTEAOID
 	};
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			month = 0;
+	char		target[NAMEDATALEN];
+	Oid			nsp;
+	Oid			partition;
+	SPIPlanPtr	plan;
 
-	if (insert_plan == NULL)
+	if (timestamp2tm(logged_at, NULL, &tm, &fsec, NULL, NULL) == 0)
+		month = tm.tm_year * 12 + tm.tm_mon;
+
+	/* the cached plan, while its partition still exists */
+	nsp = get_namespace_oid("donatello", false);
+	snprintf(target, sizeof(target), "audit_log_%04d%02d", tm.tm_year, tm.tm_mon);
+	partition = month ? get_relname_relid(target, nsp) : InvalidOid;
+	if (insert_plan != NULL && insert_plan_month == month && insert_plan_relid == partition)
+		return insert_plan;
+
+	if (insert_plan != NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO donatello.audit_log (logged_at, org_id, department_id, user_id,"
-									   " api_key_id, db_role, request_id, client_ip, user_agent, action, table_name,"
-									   " resource_type, resource_id, txid, old_data, new_data, details, record_hash)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-									   " $16, $17, $18) RETURNING id",
-									   INSERT_NARGS, (Oid *) types);
-
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the audit insert: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
+		SPI_freeplan(insert_plan);
+		insert_plan = NULL;
 	}
+	plan = SPI_prepare(psprintf("INSERT INTO donatello.%s (logged_at, org_id, department_id, user_id,"
+								" api_key_id, db_role, request_id, client_ip, user_agent, action, table_name,"
+								" resource_type, resource_id, txid, old_data, new_data, details, record_hash)"
+								" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+								" $16, $17, $18) RETURNING id",
+								OidIsValid(partition) ? target : "audit_log"),
+					   INSERT_NARGS, (Oid *) types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the audit insert: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	insert_plan = plan;
+	insert_plan_month = month;
+	insert_plan_relid = partition;
 	return insert_plan;
 }
 
@@ -416,7 +448,7 @@ audit_record_insert(AuditRecord *rec)
 	audit_internal_write = AUDIT_WRITE_RECORD;
 	PG_TRY();
 	{
-		rc = SPI_execute_plan(audit_insert_plan(), values, nulls, false, 1);
+		rc = SPI_execute_plan(audit_insert_plan(rec->logged_at), values, nulls, false, 1);
 		if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 			elog(ERROR, "audit insert failed: %s", SPI_result_code_string(rc));
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

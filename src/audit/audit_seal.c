@@ -235,7 +235,13 @@ audit_seal_pass(void)
 
 	ensure_partitions();
 
-	/* one sealer at a time */
+	/*
+	 * One sealer at a time. Then the watermark, from a snapshot taken
+	 * strictly before the cursor's (read_only = false gives the cursor a
+	 * snapshot of its own): every transaction older than new_low has
+	 * finished before the cursor looks, so the cursor sees all of its
+	 * records if it committed.
+	 */
 	if (SPI_execute("SELECT low_txid FROM donatello.audit_seal_state FOR UPDATE", false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "donatello.audit_seal_state must hold one row");
@@ -256,7 +262,7 @@ audit_seal_pass(void)
 									   " WHERE r.txid >= $1"
 									   "   AND NOT EXISTS (SELECT FROM donatello.audit_sealed_xacts x WHERE x.txid = r.txid)"
 									   " ORDER BY r.txid, r.id",
-									   1, &txid_type, &low, NULL, true, 0);
+									   1, &txid_type, &low, NULL, false, 0);
 	for (;;)
 	{
 		uint64		i;
