@@ -48,8 +48,9 @@ step "Reading: auditors see their organization, department managers their depart
 as_principal bob org "SELECT count(*) AS bob_sees, count(DISTINCT department_id) AS departments
   FROM donatello_api.audit_events();"
 say "Bob manages Design only; Alice (org_admin, inheriting audit:read) reads the whole organization:"
-as_principal alice org "SELECT action, resource_type, resource_id FROM donatello_api.audit_events(action => 'campaign.approve');
--- the same as CSV (RFC 4180), read back with the CSV parser
+as_principal alice org "SELECT action, resource_type, resource_id FROM donatello_api.audit_events(action => 'campaign.approve');"
+say "The same as CSV (RFC 4180) for Alice, read back here with donatello's CSV parser:"
+run_sql "SELECT set_config('request.jwt.claims', json_build_object('sub', :'alice', 'org', :'org')::text, false) IS NOT NULL AS as_alice;
 SELECT line_number, fields[11:14] AS action_table_resource, fields[18] AS details
   FROM donatello.csv_rows(donatello.audit_export_csv(action => 'campaign.approve')) ORDER BY 1;"
 
