@@ -23,6 +23,8 @@
  *
  * Concurrency: writers never wait for the sealer nor for each other; sealers
  * serialize on the single row of audit_seal_state (FOR UPDATE).
+ *
+ * Also here: the hourly task that creates the coming months' partitions.
  */
 #include "postgres.h"
 
@@ -50,8 +52,6 @@ PG_FUNCTION_INFO_V1(donatello_audit_seal);
 
 #define AUDIT_BLOCK_MAX 1000
 #define SEAL_FETCH 1000
-/* how often a pass makes sure the coming months have partitions */
-#define PARTITION_CHECK_MS (3600 * 1000)
 
 int			audit_seal_interval_ms = 1000;
 int			audit_retention_minutes = 2557 * 24 * 60;	/* 7 years */
@@ -70,7 +70,8 @@ typedef struct OpenBlock
 	TimestampTz last_logged_at;
 } OpenBlock;
 
-static TimestampTz last_partition_check = 0;
+/* how often the coming months' partitions are checked (and created if missing) */
+static int	partition_check_ms = 3600 * 1000;
 
 /* The month (year * 12 + month, UTC) of a timestamp. */
 static int
@@ -196,18 +197,22 @@ block_add(OpenBlock *b, int64 id, const uint8 *record_hash, TimestampTz logged_a
 	b->last_logged_at = logged_at;
 }
 
-/* Create the coming months' partitions, at most once an hour per process. */
+/*
+ * The partition task: create the coming months' partitions. Its own unit of
+ * work, so that it never holds up sealing; creating a partition locks
+ * audit_log, so it gives up after a second rather than queue writers behind
+ * a long transaction (it tries again at its next run).
+ */
 static void
-ensure_partitions(void)
+audit_partition_task(void *arg pg_attribute_unused())
 {
-	TimestampTz now = GetCurrentTimestamp();
+	DonatelloSavedUser saved;
 
-	if (last_partition_check != 0 &&
-		!TimestampDifferenceExceeds(last_partition_check, now, PARTITION_CHECK_MS))
-		return;
-	if (SPI_execute("SELECT donatello.audit_create_partitions(pg_catalog.now(), 3)", false, 0) != SPI_OK_SELECT)
+	donatello_begin_as_owner(&saved);
+	if (SPI_execute("SET LOCAL lock_timeout = '1s'", false, 0) != SPI_OK_UTILITY ||
+		SPI_execute("SELECT donatello.audit_create_partitions(pg_catalog.now(), 3)", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not create audit partitions");
-	last_partition_check = now;
+	donatello_end_as_owner(&saved);
 }
 
 /*
@@ -232,8 +237,6 @@ audit_seal_pass(void)
 	int			maxabove = 64;
 	Datum	   *above = palloc(sizeof(Datum) * maxabove);
 	Datum		txid;
-
-	ensure_partitions();
 
 	/*
 	 * One sealer at a time. Then the watermark, from a snapshot taken
@@ -389,4 +392,5 @@ audit_init(void)
 							&audit_retention_minutes, 2557 * 24 * 60, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_MIN, NULL, NULL, NULL);
 	maintenance_register_task("seal the audit trail", &audit_seal_interval_ms, audit_seal_task);
+	maintenance_register_task("create audit partitions", &partition_check_ms, audit_partition_task);
 }
