@@ -208,6 +208,8 @@ audit_partition_task(void *arg pg_attribute_unused())
 {
 	DonatelloSavedUser saved;
 
+	if (!donatello_extension_exists())
+		return;
 	donatello_begin_as_owner(&saved);
 	if (SPI_execute("SET LOCAL lock_timeout = '1s'", false, 0) != SPI_OK_UTILITY ||
 		SPI_execute("SELECT donatello.audit_create_partitions(pg_catalog.now(), 3)", false, 0) != SPI_OK_SELECT)
@@ -356,6 +358,9 @@ audit_seal_task(void *arg pg_attribute_unused())
 {
 	DonatelloSavedUser saved;
 
+	/* the extension may have been dropped (and not yet recreated) since the worker started */
+	if (!donatello_extension_exists())
+		return;
 	donatello_begin_as_owner(&saved);
 	audit_seal_pass();
 	donatello_end_as_owner(&saved);
