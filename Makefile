@@ -94,6 +94,14 @@ OBJS += \
 	src/generation/generation_images.o \
 	src/generation/image_fetch.o \
 	src/generation/generation_recover.o
+# audit trail (issue 5)
+OBJS += \
+	src/audit/audit_record.o \
+	src/audit/audit_trigger.o \
+	src/audit/audit_event.o \
+	src/audit/audit_seal.o \
+	src/audit/audit_verify.o \
+	src/audit/audit_purge.o
 
 # The install script is assembled from one part per concern, in file-name order.
 EXTENSION_SQL_PARTS  = $(sort $(wildcard sql/install/*.sql))
@@ -115,6 +123,7 @@ REGRESS     += safety_pii safety_content router_models router_score images
 REGRESS     += dispatcher
 REGRESS     += budget
 REGRESS     += generation_pipeline
+REGRESS     += audit audit_tamper
 REGRESS_OPTS   = --inputdir=. --load-extension=donatello
 
 # Isolation specs: test/isolation/specs/<name>.spec -> test/isolation/expected/<name>.out

@@ -110,6 +110,9 @@ SELECT donatello.settle(:'r6', 20);
 SELECT "limit", spent, reserved, available, utilization, locked FROM donatello.budget_status(:'design');
 SELECT payload ->> 'threshold' AS threshold, payload ->> 'locks' AS locks FROM donatello.events
  WHERE org_id = :'org' AND type = 'budget.threshold_reached' ORDER BY created_at, payload ->> 'threshold';
+-- each alert is in the organization's audit trail too, with the event's details
+SELECT action, resource_type, resource_id = :'design' AS this_department, details ->> 'threshold' AS threshold
+  FROM donatello.audit_log WHERE org_id = :'org' AND action LIKE 'budget.%' ORDER BY id;
 SELECT kind, amount_micros FROM donatello.budget_ledger WHERE department_id = :'design' AND kind = 'overrun';
 SELECT pg_temp.try(format('SELECT donatello.reserve(%L, 1)', :'design'));
 -- lowering a hard limit below the spend is refused; raising it unlocks

@@ -22,6 +22,7 @@
 #include "router/router.h"
 #include "images/images.h"
 #include "generation/generation.h"
+#include "audit/audit.h"
 
 PG_MODULE_MAGIC;
 
@@ -75,6 +76,7 @@ _PG_init(void)
 	budget_init();
 	generation_init();
 	httpd_init();				/* bgworker/httpd/httpd_main.c */
+	audit_init();
 
 	/* after every part: registers the worker only if a part added a task */
 	maintenance_init();

@@ -2,7 +2,8 @@
  * budget_alerts.c
  *	  Budget events into the dispatcher's outbox (donatello.emit_event):
  *	  budget.threshold_reached once per threshold per period, and the
- *	  over-limit alert of soft and warn budgets once per period.
+ *	  over-limit alert of soft and warn budgets once per period; each also
+ *	  recorded in the organization's audit trail (donatello.audit_system_event).
  *
  * "Once" is the primary key of budget_alerts: an alert row is inserted with
  * ON CONFLICT DO NOTHING and the event is emitted only by the transaction
@@ -10,8 +11,7 @@
  * so two sessions never decide about the same threshold at the same time
  * anyway; the key makes it hold across crashes, rollovers and replays too.
  *
- * budget_emit_threshold() is the one place a threshold event is emitted
- * (where an audit record of the alert belongs as well).
+ * budget_emit() is the one place an alert is emitted and audited.
  */
 #include "postgres.h"
 
@@ -36,17 +36,27 @@ budget_claim_alert(const Budget *b, const char *alert)
 	return budget_exec(PLAN_ALERT_INSERT, values, NULL, false, 0) == 1;
 }
 
-/* Emit an event and remember its id on the alert row. */
+/*
+ * Emit an event, remember its id on the alert row, and record the alert in
+ * the organization's audit trail (action = the event type).
+ */
 static void
 budget_emit(const Budget *b, const char *alert, const char *event_type, const char *payload)
 {
 	Datum		values[5];
 	bool		isnull;
 	pg_uuid_t	event_id;
+	Datum		details = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
 
 	values[0] = budget_uuid_datum(&b->org_id);
 	values[1] = CStringGetTextDatum(event_type);
-	values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(payload));
+	values[2] = CStringGetTextDatum(budget_uuid_string(&b->department_id));
+	values[3] = details;
+	budget_exec(PLAN_AUDIT_EVENT, values, NULL, false, 1);
+
+	values[0] = budget_uuid_datum(&b->org_id);
+	values[1] = CStringGetTextDatum(event_type);
+	values[2] = details;
 	if (budget_exec(PLAN_EMIT_EVENT, values, NULL, false, 1) != 1)
 		elog(ERROR, "emit_event returned no event");
 	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -223,6 +223,10 @@ static const BudgetPlanDef plan_defs[PLAN_COUNT] = {
 		"SELECT donatello.emit_event($1, $2, $3)",
 		3, {UUIDOID, TEXTOID, JSONBOID}
 	},
+	[PLAN_AUDIT_EVENT] = {
+		"SELECT donatello.audit_system_event($1, $2, 'department', $3, $4)",
+		4, {UUIDOID, TEXTOID, TEXTOID, JSONBOID}
+	},
 	[PLAN_EXPIRED_OF_DEPARTMENT] = {
 		"SELECT id, slot_no, amount_micros FROM donatello.budget_reservations"
 		" WHERE org_id = $1 AND department_id = $2 AND status = 'active' AND expires_at <= $3"
