@@ -13,7 +13,9 @@
 #include "postgres.h"
 
 #include <math.h>
+#include <arpa/inet.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 
 #include "utils/builtins.h"
 #include "utils/formatting.h"
@@ -190,6 +192,29 @@ set_local(const char *name, const char *value)
 							 true, 0, false);
 }
 
+/*
+ * request.ip: the address of the client's end of the connection (what the
+ * audit trail records when no X-Forwarded-For header is present).
+ */
+static void
+set_client_address(HttpRequest *req)
+{
+	const union MHD_ConnectionInfo *info;
+	const struct sockaddr *sa;
+	char		buf[INET6_ADDRSTRLEN];
+	const char *text = NULL;
+
+	info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (info == NULL || (sa = info->client_addr) == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		text = inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, sizeof(buf));
+	else if (sa->sa_family == AF_INET6)
+		text = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, sizeof(buf));
+	if (text != NULL)
+		set_local("request.ip", text);
+}
+
 /* SET LOCAL ROLE and the request.* settings, as PostgREST does. */
 void
 httpd_apply_principal(HttpRequest *req)
@@ -205,5 +230,6 @@ httpd_apply_principal(HttpRequest *req)
 	set_local("request.headers", headers.data);
 	set_local("request.method", req->method_name);
 	set_local("request.path", req->path);
+	set_client_address(req);
 	set_local("role", req->role);
 }
