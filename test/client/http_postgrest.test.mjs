@@ -391,6 +391,14 @@ test('login, refresh, logout and API keys over HTTP (donatello_api)', async () =
   assert.match(created.data.key, /^dnk_/);
   const keys = await authed.rpc('api_keys');
   assert.ok(keys.data.some((k) => k.name === 'from http'));
+  // the audit trail records who did it over HTTP, from where, with what client
+  const { rows: audit } = await db.query(
+    `SELECT user_id::text, client_ip, user_agent FROM donatello.audit_log
+      WHERE table_name = 'donatello.api_keys' AND action = 'insert' AND new_data ->> 'id' = $1`, [created.data.key_id]);
+  assert.equal(audit.length, 1);
+  assert.equal(audit[0].user_id, who.user);
+  assert.equal(audit[0].client_ip, '127.0.0.1');
+  assert.ok(audit[0].user_agent, 'the request\'s User-Agent is recorded');
   const revoked = await authed.rpc('revoke_api_key', { key_id: created.data.key_id });
   assert.equal(revoked.status, 204);
   const out = await anon.rpc('logout', { refresh_token: refreshed.data.refresh_token });
