@@ -84,31 +84,6 @@ json_string_member(Jsonb *jb, const char *key, int max_len)
 	return MemoryContextStrdup(TopMemoryContext, pnstrdup(v.val.string.val, len));
 }
 
-/* Is s a uuid in canonical or 32-hex-digit form? */
-static bool
-looks_like_uuid(const char *s)
-{
-	int			len = strlen(s);
-	int			i,
-				digits = 0;
-
-	if (len != 36 && len != 32)
-		return false;
-	for (i = 0; i < len; i++)
-	{
-		if (len == 36 && (i == 8 || i == 13 || i == 18 || i == 23))
-		{
-			if (s[i] != '-')
-				return false;
-		}
-		else if (isxdigit((unsigned char) s[i]))
-			digits++;
-		else
-			return false;
-	}
-	return digits == 32;
-}
-
 /* Parse a setting holding a JSON object; NULL when unset, empty or not an object. */
 static Jsonb *
 parse_json_setting(const char *raw)
@@ -146,7 +121,7 @@ request_context_refresh(void)
 		if (key != NULL)
 		{
 			/* a key id that is not a uuid is not recorded rather than refused */
-			if (looks_like_uuid(key))
+			if (donatello_looks_like_uuid(key, strlen(key)))
 			{
 				memcpy(&request_context.api_key_id,
 					   DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(key))),

@@ -36,8 +36,8 @@ typedef struct ParsedClaims
 static ParsedClaims claims = {0};
 
 /* Is s (len bytes) a uuid in canonical or 32-hex-digit form? */
-static bool
-looks_like_uuid(const char *s, int len)
+bool
+donatello_looks_like_uuid(const char *s, int len)
 {
 	int			i,
 				digits = 0;
@@ -68,7 +68,7 @@ claim_uuid(Jsonb *jb, const char *key, pg_uuid_t *out)
 
 	if (!getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) || v.type == jbvNull)
 		return false;
-	if (v.type != jbvString || !looks_like_uuid(v.val.string.val, v.val.string.len))
+	if (v.type != jbvString || !donatello_looks_like_uuid(v.val.string.val, v.val.string.len))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 				 errmsg("the \"%s\" claim of %s is not a uuid", key, CLAIMS_SETTING),
