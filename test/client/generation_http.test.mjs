@@ -36,6 +36,7 @@ let mock;
 let world;
 let viaKey; // postgrest-js with the member's API key
 let viaJwt; // postgrest-js with the member's access token from /rpc/login
+let schemasBefore; // donatello.http_schemas before this file
 
 // A postgrest-js client on donatello_api with these headers.
 function client(headers) {
@@ -121,6 +122,7 @@ before(async () => {
     CREATE FUNCTION ${ERRORS_SCHEMA}.fail(code text) RETURNS int LANGUAGE plpgsql VOLATILE
       AS $$BEGIN RAISE EXCEPTION USING ERRCODE = code, MESSAGE = 'raised ' || code; END$$;
     GRANT USAGE ON SCHEMA ${ERRORS_SCHEMA} TO donatello_user;`);
+  schemasBefore = await fx.value(db, "SELECT current_setting('donatello.http_schemas')");
   await fx.configure(db, { 'donatello.http_schemas': `${SCHEMAS}, ${ERRORS_SCHEMA}` });
   viaKey = await keyClient(world.user);
   viaJwt = await loginClient(world.email, `gen-http-${tag}`);
@@ -128,7 +130,8 @@ before(async () => {
 
 after(async () => {
   await fx.configure(db, {
-    'donatello.allowed_hosts': null, 'donatello.generation_retry_backoff': null, 'donatello.http_schemas': SCHEMAS,
+    'donatello.allowed_hosts': null, 'donatello.generation_retry_backoff': null,
+    'donatello.http_schemas': schemasBefore === 'donatello_api' || !schemasBefore ? null : schemasBefore,
   });
   await db.query(`DROP SCHEMA IF EXISTS ${ERRORS_SCHEMA} CASCADE`);
   if (world) await fx.dropProviders(db, world.providers);
