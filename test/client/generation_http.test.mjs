@@ -227,6 +227,9 @@ test('API key: generate, poll the status, fetch the image by its signed URL (PNG
     assert.equal(r.res.status, 400, path);
     assert.equal(r.json().code, 'DNV01');
   }
+  // credentials are not needed, but ones sent along are verified
+  r = await httpGet(image.url, { headers: { 'X-API-Key': 'dn_not_a_key' } });
+  assert.equal(r.res.status, 401);
   // the route takes GET and HEAD only
   r = await httpGet(image.url, { method: 'POST' });
   assert.equal(r.res.status, 405);
@@ -328,6 +331,19 @@ test('refusals as HTTP statuses: PII 403 DNS01, blocked term 403 DNS02, budget e
   assert.equal(r.data, null);
   const b = await budget(poor, tiny);
   assert.deepEqual([b.limit, b.spent, b.reserved], [0.03, 0, 0]);
+});
+
+test('another organization cannot read a job over HTTP: 404 DNV02, as for an unknown job', async () => {
+  const { data: job } = await viaKey.rpc('generate', { prompt: 'a quiet harbour over HTTP', settings: { size: SIZE } });
+  const elsewhere = await fx.value(db, 'SELECT donatello.create_organization($1, $1)', [`gen-http-else-${tag}`]);
+  const dept = await fx.createDepartment(db, elsewhere, 'Design', 1);
+  const stranger = await keyClient(await fx.createMember(db, elsewhere, dept, `stranger-${tag}@example.com`));
+  for (const id of [job, crypto.randomUUID()]) {
+    const r = await stranger.rpc('generation_status', { job_id: id });
+    assert.equal(r.status, 404);
+    assert.equal(r.error.code, 'DNV02');
+  }
+  assert.equal((await finished(viaKey, job)).status, 'completed');
 });
 
 test('10 HTTP clients x 100 generate calls against a budget for exactly 50: exactly 50 accepted, the rest 402, invariants hold', async () => {
