@@ -79,7 +79,8 @@ OBJS += \
 	bgworker/httpd/httpd_rpc.o \
 	bgworker/httpd/httpd_response.o \
 	bgworker/httpd/httpd_openapi.o \
-	bgworker/httpd/httpd_metrics.o
+	bgworker/httpd/httpd_metrics.o \
+	bgworker/httpd/httpd_image.o
 # department budgets (issue 4)
 OBJS += \
 	src/budget/budget_common.o \

@@ -18,6 +18,7 @@
  *	  httpd_response.c	statuses, error bodies (SQLSTATE -> HTTP), CORS
  *	  httpd_openapi.c	GET / (OpenAPI 3)
  *	  httpd_metrics.c	shared counters and GET /metrics
+ *	  httpd_image.c		GET /images/{id}?exp=&sig= (signed image URLs)
  *
  * Adding a route: append an entry to http_routes[] in httpd_request.c (see
  * the comment there); a handler receives the decoded path tail and the
@@ -168,6 +169,9 @@ extern void httpd_cors_headers(HttpRequest *req, HttpResponse *resp, bool prefli
 
 /* httpd_openapi.c */
 extern void httpd_route_openapi(HttpRequest *req, HttpResponse *resp, const char *tail);
+
+/* httpd_image.c */
+extern void httpd_route_image(HttpRequest *req, HttpResponse *resp, const char *tail);
 
 /* httpd_metrics.c */
 extern void httpd_metrics_shmem_init(void);

@@ -36,22 +36,22 @@
  * the methods it accepts, whether it runs inside the request's transaction
  * as the authenticated principal, and its label in /metrics.
  *
- * To add a raw route such as GET /images/{id}?exp=&sig= that serves bytes
- * from a SQL function, insert before the catch-all "/" entry:
- *	   {"/images/", true, HTTP_GET | HTTP_HEAD, true, "image", image_route},
- * where image_route(req, resp, tail) reads tail (the id) and
+ * A raw route that serves bytes from a SQL function, such as
+ * GET /images/{id}?exp=&sig= (httpd_image.c, the example to copy), is an
+ * entry before the catch-all "/": its handler reads tail (the id) and
  * httpd_query_param(req, "exp") / (req, "sig"), calls its SQL function with
- * SPI_execute_with_args (every value a parameter), and fills resp->body with
- * the bytes (appendBinaryStringInfo), resp->content_type and, if wanted,
- * httpd_add_header(req, resp, "Cache-Control", ...). Query parameters are
- * decoded for every route, but filters, select= and order= are parsed only
- * by the relation and rpc handlers, so a raw route never meets them.
+ * parameters (a saved plan), and fills resp->body with the bytes
+ * (appendBinaryStringInfo), resp->content_type and its headers
+ * (httpd_add_header). Query parameters are decoded for every route, but
+ * filters, select= and order= are parsed only by the relation and rpc
+ * handlers, so a raw route never meets them.
  */
 const HttpRoute http_routes[] = {
 	{"/", false, HTTP_GET | HTTP_HEAD, true, "openapi", httpd_route_openapi},
 	{"/health", false, HTTP_GET | HTTP_HEAD, true, "health", httpd_route_health},
 	{"/metrics", false, HTTP_GET | HTTP_HEAD, false, "metrics", httpd_route_metrics},
 	{"/rpc/", true, HTTP_GET | HTTP_HEAD | HTTP_POST, true, "rpc", httpd_route_rpc},
+	{"/images/", true, HTTP_GET | HTTP_HEAD, true, "image", httpd_route_image},
 	{"/", true, HTTP_GET | HTTP_HEAD | HTTP_POST | HTTP_PATCH | HTTP_DELETE, true, "relation",
 	httpd_route_relation},
 };

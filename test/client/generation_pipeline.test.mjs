@@ -15,40 +15,21 @@ import fs from 'node:fs';
 import pg from 'pg';
 import { PNG } from 'pngjs';
 import { Receiver } from './lib/webhook-receiver.mjs';
+import * as fx from './lib/generation_fixture.mjs';
 import { startMockProvider } from '../fixtures/mock-provider/server.mjs';
 
 const API_KEY = 'sk-pipeline-test-key-0123456789';
 const db = new pg.Client();
 const receiver = new Receiver();
 const tag = `${process.pid}${Date.now() % 100000}`;
+const { eventually, refusal } = fx;
 let mock;
 let org;
 let design; // department with a comfortable budget
 let user;
+let providers;
 
-async function value(sql, params = []) {
-  const { rows } = await db.query(sql, params);
-  return rows.length ? Object.values(rows[0])[0] : undefined;
-}
-
-// Poll until fn() is truthy (a safety net against hanging, not a performance threshold).
-async function eventually(fn, what, timeoutMs = 90000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const result = await fn();
-    if (result) return result;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function configure(settings) {
-  for (const [name, v] of Object.entries(settings)) await db.query(`ALTER SYSTEM SET ${name} = '${v}'`);
-  await db.query('SELECT pg_reload_conf()');
-  for (const [name, v] of Object.entries(settings)) {
-    await eventually(async () => (await value(`SELECT current_setting('${name}')`)) === v, `reload of ${name}`);
-  }
-}
+const value = (sql, params = []) => fx.value(db, sql, params);
 
 // A client acting as a principal (request.jwt.claims), as the HTTP layer does.
 async function as(client, userId) {
@@ -75,45 +56,32 @@ async function budget(department) {
   return (await db.query('SELECT "limit", spent, reserved FROM donatello.budget_status($1)', [department])).rows[0];
 }
 
-// The SQLSTATE and error of a statement that must fail.
-async function refusal(promise) {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  assert.fail('the statement was expected to fail');
-}
-
 before(async () => {
   await db.connect();
   mock = await startMockProvider({ apiKey: API_KEY });
   const port = await receiver.listen(0);
-  await configure({ 'donatello.allowed_hosts': '127.0.0.1' });
+  await fx.configure(db, { 'donatello.allowed_hosts': '127.0.0.1' });
   // short backoff for most tests; the test of the schedule uses the default
   await db.query("SET donatello.generation_retry_backoff = '200ms, 400ms'");
-  org = await value("SELECT donatello.create_organization('Pipeline tests', $1)", [`pipe-${tag}`]);
-  design = await value("SELECT donatello.create_department($1, 'Design')", [org]);
-  user = await value("SELECT donatello.create_user($1, $2, 'Pat', $3)", [org, `pat-${tag}@example.com`, design]);
-  await db.query("SELECT donatello.grant_role($1, 'member')", [user]);
-  await db.query("SELECT donatello.set_budget($1, 10, 'hard')", [design]);
-  await db.query("SELECT donatello.add_blocked_terms($1, ARRAY['gore'], 'violence')", [org]);
   // two providers: a cheap, good primary and a dearer backup; a third model
   // is the only one drawing 512x512 (for the concurrency test)
-  await db.query("SELECT donatello.register_provider($1, 'openai', $2, $3)", [`primary-${tag}`, mock.url, API_KEY]);
-  await db.query("SELECT donatello.register_provider($1, 'openai', $2, $3)", [`backup-${tag}`, mock.url + '/', API_KEY]);
-  await db.query("SELECT donatello.register_model($1, 'pipe-a', 0.04, 9, 9, 9, true, '{256x256}')", [`primary-${tag}`]);
-  await db.query("SELECT donatello.register_model($1, 'pipe-b', 0.05, 5, 5, 5, true, '{256x256}')", [`backup-${tag}`]);
-  await db.query("SELECT donatello.register_model($1, 'pipe-c', 0.01, 5, 5, 5, true, '{512x512}')", [`primary-${tag}`]);
-  const hook = await value("SELECT donatello.create_webhook_endpoint($1, $2, '{generation.*}')",
-    [org, `http://127.0.0.1:${port}/generation`]);
-  receiver.expect('/generation', hook.secret);
+  const world = await fx.createGenerationWorld(db, {
+    slug: `pipe-${tag}`, tag, mock, apiKey: API_KEY,
+    webhookUrl: `http://127.0.0.1:${port}/generation`,
+    models: [
+      ['primary', 'pipe-a', 0.04, 9, 9, 9, ['256x256']],
+      ['backup', 'pipe-b', 0.05, 5, 5, 5, ['256x256']],
+      ['primary', 'pipe-c', 0.01, 5, 5, 5, ['512x512']],
+    ],
+  });
+  ({ org, design, user, providers } = world);
+  receiver.expect('/generation', world.hookSecret);
   await as(db, user);
 });
 
 after(async () => {
-  await db.query('ALTER SYSTEM RESET donatello.allowed_hosts');
-  await db.query('SELECT pg_reload_conf()');
+  await fx.configure(db, { 'donatello.allowed_hosts': null });
+  await fx.dropProviders(db, providers ?? []);
   await db.end();
   await receiver.close();
   await mock.close();
@@ -257,7 +225,7 @@ test('a model failing after its retries falls back to the next-ranked model', as
   assert.equal(Number(afterBudget.reserved), 0);
   const circuit = await value("SELECT c.failures FROM donatello.model_circuits c JOIN donatello.models m ON m.id = c.model_id WHERE m.name = 'pipe-a'");
   assert.ok(circuit >= 1, 'the failure was reported to the circuit');
-  await db.query("UPDATE donatello.model_circuits SET state = 'closed', failures = 0, window_started_at = NULL");
+  await fx.closeCircuits(db);
 });
 
 test('when every model fails the job fails with DNM01, the reservation is released and generation.failed is sent', async () => {
@@ -268,7 +236,7 @@ test('when every model fails the job fails with DNM01, the reservation is releas
   const job = await generate('a castle on a hill', { size: '256x256' });
   const s = await finished(job);
   mock.clearFailures();
-  await db.query("UPDATE donatello.model_circuits SET state = 'closed', failures = 0, window_started_at = NULL");
+  await fx.closeCircuits(db);
   assert.equal(s.status, 'failed');
   assert.equal(s.error.code, 'DNM01');
   assert.deepEqual(s.calls.map((c) => c.state), ['failed', 'failed']);
@@ -331,10 +299,8 @@ test('another organization cannot read a job: DNV02 as for an unknown one', asyn
 
 test('10 clients x 100 requests against a budget for exactly 50: exactly 50 accepted, invariants hold', async () => {
   mock.clearFailures();
-  const dept = await value("SELECT donatello.create_department($1, 'Crowd')", [org]);
-  const crowdUser = await value("SELECT donatello.create_user($1, $2, 'Crowd', $3)", [org, `crowd-${tag}@example.com`, dept]);
-  await db.query("SELECT donatello.grant_role($1, 'member')", [crowdUser]);
-  await db.query("SELECT donatello.set_budget($1, 0.50, 'hard')", [dept]); // 50 x 0.01 (pipe-c, the only 512x512 model)
+  const dept = await fx.createDepartment(db, org, 'Crowd', 0.5); // 50 x 0.01 (pipe-c, the only 512x512 model)
+  const crowdUser = await fx.createMember(db, org, dept, `crowd-${tag}@example.com`);
   const codes = new Map();
   const accepted = [];
   await Promise.all(Array.from({ length: 10 }, async (_, c) => {
