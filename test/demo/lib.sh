@@ -73,13 +73,23 @@ $3"
 # http METHOD PATH [curl args...]: show the request (tokens and keys of the
 # demo shown by name), run it with curl, show the body and the status
 http() {
-	local method=$1 path=$2 shown
+	local method=$1 path=$2 shown='' arg
 	shift 2
-	shown="$*"
+	for arg in "$@"; do
+		if [[ $arg == *\"* ]]; then
+			arg="'$arg'"
+		elif [[ $arg =~ [[:space:]\&] ]]; then
+			arg="\"$arg\""
+		fi
+		shown+=" $arg"
+	done
+	shown=${shown# }
 	[ -n "${ACCESS:-}" ] && shown=${shown//$ACCESS/\$ACCESS}
 	[ -n "${HTTP_KEY:-}" ] && shown=${shown//$HTTP_KEY/\$KEY}
 	[ -n "${ERIN_KEY:-}" ] && shown=${shown//$ERIN_KEY/\$ERIN_KEY}
-	printf '%s  $ curl -X %s %s%s %s%s\n' "$DIM" "$method" "\$DONATELLO_HTTP_URL" "$path" "$shown" "$RESET"
+	local url="\$DONATELLO_HTTP_URL$path"
+	[[ $path == *[\&?]* ]] && url="\"$url\""
+	printf '%s  $ curl -X %s %s %s%s\n' "$DIM" "$method" "$url" "$shown" "$RESET"
 	curl -sS -X "$method" "$DONATELLO_HTTP_URL$path" -w '\n  (HTTP %{http_code})\n' "$@" | sed 's/^/  /'
 }
 

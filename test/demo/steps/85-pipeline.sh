@@ -121,7 +121,7 @@ IMAGE_ID=$(sed -n 's|^/images/\([^?]*\)?.*|\1|p' <<<"$IMAGE_URL")
 IMAGE_EXP=$(sed -n 's/.*exp=\([0-9]*\).*/\1/p' <<<"$IMAGE_URL")
 IMAGE_SIG=$(sed -n 's/.*sig=\(.*\)$/\1/p' <<<"$IMAGE_URL")
 say "The HTTP layer serves it (the URL is signed and expires; its ETag is the content hash):"
-printf '%s  $ curl $DONATELLO_HTTP_URL%s%s\n' "$DIM" "$IMAGE_URL" "$RESET"
+printf '%s  $ curl "$DONATELLO_HTTP_URL%s"%s\n' "$DIM" "$IMAGE_URL" "$RESET"
 curl -fsS -D "$DEMO_DIR/lighthouse.headers" -o "$DEMO_DIR/lighthouse.png" "$DONATELLO_HTTP_URL$IMAGE_URL"
 grep -iE '^(HTTP/|content-type|etag|cache-control)' "$DEMO_DIR/lighthouse.headers" | tr -d '\r' | sed 's/^/  /'
 say "  wrote $DEMO_DIR/lighthouse.png: $(file -b "$DEMO_DIR/lighthouse.png" 2>/dev/null || echo PNG), sha256 $(sha256sum "$DEMO_DIR/lighthouse.png" | cut -c1-16)…"
