@@ -22,6 +22,7 @@
 
 #include <sodium.h>
 
+#include "access/xlog.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -52,6 +53,15 @@ static bool dispatcher_enabled = true;
 #define FAILED_UNIT_PAUSE_MS 1000
 /* longest wait before finished requests are recorded (batching, see below) */
 #define RECORD_DELAY_MS 10
+
+/*
+ * Claimed requests wait until their claim's commit record is on disk: were a
+ * claim lost in a crash, its rows would come back 'pending' and be sent again
+ * with no trace that they had been in flight. Other backends' commits usually
+ * flush the WAL past the claim within a fraction of a millisecond; after
+ * CLAIM_FLUSH_WAIT_MS the worker flushes it itself.
+ */
+#define CLAIM_FLUSH_WAIT_MS 2
 
 PGDLLEXPORT void donatello_dispatcher_main(Datum arg);
 
@@ -173,15 +183,6 @@ turn_unit(void *arg)
 	{
 		work->claimed = dispatcher_queue_claim(work->max_requests, work->staging);
 		work->next_due_ms = dispatcher_queue_next_due_ms();
-
-		/*
-		 * A claim must be durable before its requests go out: were it lost in
-		 * a crash, its rows would come back 'pending' and be sent again
-		 * without any trace that they were ever in flight.
-		 */
-		if (work->claimed != NIL)
-			(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
-									 GUC_ACTION_LOCAL, true, 0, false);
 	}
 }
 
@@ -190,6 +191,30 @@ static void
 hook_unit(void *arg)
 {
 	*(int *) arg = dispatcher_queue_run_hooks(1);
+}
+
+/*
+ * Start the transfers of claimed requests whose claim is on disk: at once
+ * when the WAL is flushed past claim_lsn, or (blocking) once the claim has
+ * waited CLAIM_FLUSH_WAIT_MS. Returns the requests still waiting.
+ */
+static List *
+start_durable_claims(List *waiting, XLogRecPtr claim_lsn, TimestampTz claimed_at)
+{
+	ListCell   *lc;
+
+	if (waiting == NIL)
+		return NIL;
+	if (GetFlushRecPtr(NULL) < claim_lsn)
+	{
+		if (GetCurrentTimestamp() < TimestampTzPlusMilliseconds(claimed_at, CLAIM_FLUSH_WAIT_MS))
+			return waiting;
+		XLogFlush(claim_lsn);
+	}
+	foreach(lc, waiting)
+		dispatch_curl_add(lfirst(lc));
+	list_free(waiting);
+	return NIL;
 }
 
 /* Free finished requests. */
@@ -255,14 +280,18 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 	bool		need_claim = true;
 	bool		backlog = false;
 	TimestampTz next_due_at = 0;
+	List	   *awaiting_flush = NIL;	/* claimed, not yet on disk */
+	XLogRecPtr	claim_lsn = InvalidXLogRecPtr;
+	TimestampTz claimed_at = 0;
 
 	donatello_worker_start(WORKER_DISPATCHER);
 
 	/*
-	 * Recording outcomes need not wait for the WAL flush: an outcome lost in
+	 * The worker's commits do not wait for the WAL flush: an outcome lost in
 	 * a crash leaves its row 'sending', which is sent again after the restart
-	 * (at-least-once holds). A turn that claims rows commits synchronously
-	 * (see turn_unit), so every row sent before a crash is 'sending' after it.
+	 * (at-least-once holds); a claim's requests are not sent before the claim
+	 * is on disk (start_durable_claims), so every row sent before a crash is
+	 * 'sending' after it, without the loop blocking in each claim's commit.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	if (sodium_init() < 0)
@@ -292,16 +321,19 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 			need_claim = true;
 		}
 
+		/* 0. claimed requests whose claim reached the disk go out */
+		awaiting_flush = start_durable_claims(awaiting_flush, claim_lsn, claimed_at);
+
 		/* 1. outcomes of finished attempts, and new work, in one transaction */
 		unrecorded = gather_finished(unrecorded, &oldest_unrecorded);
 		now = GetCurrentTimestamp();
-		room = dispatcher_max_in_flight - dispatch_curl_in_flight();
+		room = dispatcher_max_in_flight - dispatch_curl_in_flight() - list_length(awaiting_flush);
 		if (next_due_at != 0 && now >= next_due_at)
 			need_claim = true;
 		claim_now = room > 0 &&
-			(need_claim || (backlog && (room >= batch || dispatch_curl_in_flight() == 0)));
+			(need_claim || (backlog && (room >= batch || (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL))));
 		record_now = unrecorded != NIL &&
-			(claim_now || list_length(unrecorded) >= batch || dispatch_curl_in_flight() == 0 ||
+			(claim_now || list_length(unrecorded) >= batch || (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL) ||
 			 now >= TimestampTzPlusMilliseconds(oldest_unrecorded, RECORD_DELAY_MS));
 		if (claim_now || record_now)
 		{
@@ -332,7 +364,13 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 					DispatchRequest *req = lfirst(lc);
 
 					MemoryContextSetParent(req->cxt, requests_cxt);
-					dispatch_curl_add(req);
+					awaiting_flush = lappend(awaiting_flush, req);
+				}
+				if (work.claimed != NIL)
+				{
+					claim_lsn = XactLastCommitEnd;
+					claimed_at = GetCurrentTimestamp();
+					awaiting_flush = start_durable_claims(awaiting_flush, claim_lsn, claimed_at);
 				}
 				if (claim_now)
 				{
@@ -380,8 +418,10 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 
 				timeout = timeout < 0 ? record_in : Min(timeout, record_in);
 			}
-			if (backlog && dispatch_curl_in_flight() == 0)
+			if (backlog && (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL))
 				timeout = 0;
+			if (awaiting_flush != NIL)
+				timeout = timeout < 0 ? 1 : Min(timeout, 1);
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 
