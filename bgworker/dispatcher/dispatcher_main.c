@@ -217,6 +217,13 @@ start_durable_claims(List *waiting, XLogRecPtr claim_lsn, TimestampTz claimed_at
 	return NIL;
 }
 
+/* Requests out of the queue: being transferred, or claimed and waiting for the flush. */
+static int
+requests_out(List *awaiting_flush)
+{
+	return dispatch_curl_in_flight() + list_length(awaiting_flush);
+}
+
 /* Free finished requests. */
 static void
 free_requests(List *requests)
@@ -293,7 +300,7 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 	 * is on disk (start_durable_claims), so every row sent before a crash is
 	 * 'sending' after it, without the loop blocking in each claim's commit.
 	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	if (sodium_init() < 0)
 		elog(ERROR, "could not initialize libsodium");
 	dispatch_curl_start();
@@ -327,13 +334,13 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 		/* 1. outcomes of finished attempts, and new work, in one transaction */
 		unrecorded = gather_finished(unrecorded, &oldest_unrecorded);
 		now = GetCurrentTimestamp();
-		room = dispatcher_max_in_flight - dispatch_curl_in_flight() - list_length(awaiting_flush);
+		room = dispatcher_max_in_flight - requests_out(awaiting_flush);
 		if (next_due_at != 0 && now >= next_due_at)
 			need_claim = true;
 		claim_now = room > 0 &&
-			(need_claim || (backlog && (room >= batch || (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL))));
+			(need_claim || (backlog && (room >= batch || requests_out(awaiting_flush) == 0)));
 		record_now = unrecorded != NIL &&
-			(claim_now || list_length(unrecorded) >= batch || (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL) ||
+			(claim_now || list_length(unrecorded) >= batch || requests_out(awaiting_flush) == 0 ||
 			 now >= TimestampTzPlusMilliseconds(oldest_unrecorded, RECORD_DELAY_MS));
 		if (claim_now || record_now)
 		{
@@ -418,7 +425,7 @@ donatello_dispatcher_main(Datum arg pg_attribute_unused())
 
 				timeout = timeout < 0 ? record_in : Min(timeout, record_in);
 			}
-			if (backlog && (dispatch_curl_in_flight() == 0 && awaiting_flush == NIL))
+			if (backlog && requests_out(awaiting_flush) == 0)
 				timeout = 0;
 			if (awaiting_flush != NIL)
 				timeout = timeout < 0 ? 1 : Min(timeout, 1);
