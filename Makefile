@@ -19,6 +19,7 @@ OBJS = \
 	src/donatello.o \
 	src/common/shmem.o \
 	src/common/extension.o \
+	src/common/sockaddr.o \
 	src/secrets/secrets.o \
 	src/tenancy/claims.o \
 	src/tenancy/csv.o \

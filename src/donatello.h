@@ -58,6 +58,10 @@ extern Oid	donatello_owner(void);
 extern void donatello_begin_as_owner(DonatelloSavedUser *saved);
 extern void donatello_end_as_owner(const DonatelloSavedUser *saved);
 
+/* common/sockaddr.c */
+struct sockaddr;
+extern bool donatello_sockaddr_text(const struct sockaddr *sa, char *buf, size_t len);
+
 /* init entry points, one per part, called from _PG_init */
 extern void rbac_cache_init(void);
 extern void rbac_invalidate_init(void);

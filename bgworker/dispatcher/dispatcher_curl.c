@@ -21,8 +21,6 @@
  */
 #include "postgres.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "miscadmin.h"
@@ -149,12 +147,9 @@ open_checked_socket(void *clientp, curlsocktype purpose pg_attribute_unused(),
 
 		if (why != NULL)
 		{
-			char		text[64] = "";
+			char		text[64];
 
-			if (address->family == AF_INET)
-				inet_ntop(AF_INET, &((struct sockaddr_in *) &address->addr)->sin_addr, text, sizeof(text));
-			else if (address->family == AF_INET6)
-				inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &address->addr)->sin6_addr, text, sizeof(text));
+			(void) donatello_sockaddr_text(&address->addr, text, sizeof(text));
 			snprintf(req->ssrf_refusal, sizeof(req->ssrf_refusal),
 					 "refused by the SSRF guard: host \"%s\" resolves to %s, %s (not in donatello.allowed_hosts)",
 					 req->host, text, why);

@@ -231,11 +231,8 @@ resolved_refusal(const char *host, const char *port)
 		if (why != NULL)
 		{
 			char		text[INET6_ADDRSTRLEN];
-			const void *raw = ai->ai_family == AF_INET6 ?
-				(const void *) &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr :
-				(const void *) &((struct sockaddr_in *) ai->ai_addr)->sin_addr;
 
-			inet_ntop(ai->ai_family, raw, text, sizeof(text));
+			(void) donatello_sockaddr_text(ai->ai_addr, text, sizeof(text));
 			refusal = psprintf("host \"%s\" resolves to %s, %s", host, text, why);
 		}
 	}

@@ -13,7 +13,6 @@
 #include "postgres.h"
 
 #include <math.h>
-#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 
@@ -200,18 +199,11 @@ static void
 set_client_address(HttpRequest *req)
 {
 	const union MHD_ConnectionInfo *info;
-	const struct sockaddr *sa;
-	char		buf[INET6_ADDRSTRLEN];
-	const char *text = NULL;
+	char		text[INET6_ADDRSTRLEN];
 
 	info = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (info == NULL || (sa = info->client_addr) == NULL)
-		return;
-	if (sa->sa_family == AF_INET)
-		text = inet_ntop(AF_INET, &((const struct sockaddr_in *) sa)->sin_addr, buf, sizeof(buf));
-	else if (sa->sa_family == AF_INET6)
-		text = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) sa)->sin6_addr, buf, sizeof(buf));
-	if (text != NULL)
+	if (info != NULL && info->client_addr != NULL &&
+		donatello_sockaddr_text(info->client_addr, text, sizeof(text)))
 		set_local("request.ip", text);
 }
 
