@@ -64,6 +64,8 @@ int			http_shutdown_timeout_ms = 5000;
 /* the listening socket, opened by the postmaster and inherited by the workers */
 static int	http_listen_fd = -1;
 
+static void httpd_close_listen_socket(int code, Datum arg);
+
 static volatile sig_atomic_t shutdown_requested = false;
 
 /* CREATE EXTENSION has run (checked every second until then) */
@@ -184,12 +186,31 @@ httpd_init(void)
 	http_listen_fd = httpd_open_socket();
 	if (http_listen_fd < 0)
 		return;
+	on_proc_exit(httpd_close_listen_socket, (Datum) 0);
 	for (i = 0; i < http_workers; i++)
 	{
 		char		name[BGW_MAXLEN];
 
 		snprintf(name, sizeof(name), "donatello httpd %d", i + 1);
 		donatello_worker_register(name, "donatello_httpd_main", 1, Int32GetDatum(i));
+	}
+}
+
+/*
+ * Postmaster exit: close the listening socket before the data directory's
+ * lock file goes (callbacks run in reverse order, and the lock file's was
+ * registered before shared_preload_libraries were loaded), as PostgreSQL
+ * closes its own ports; otherwise, once pg_ctl reports the server stopped,
+ * the port could still accept a connection for a moment. Children reset the
+ * postmaster's exit callbacks, so only the postmaster runs this.
+ */
+static void
+httpd_close_listen_socket(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	if (http_listen_fd >= 0)
+	{
+		close(http_listen_fd);
+		http_listen_fd = -1;
 	}
 }
 
